@@ -11,8 +11,10 @@ let package = Package(
         .target(name: "JSONRPC"),
         // NeonCRM knowledge: signing, API v1 login/logout, the session pool, the methods.
         .target(name: "NeonAuth", dependencies: ["JSONRPC"]),
+        // The one system call Swift cannot make directly (prctl is variadic).
+        .target(name: "CNeonSystem"),
         // Thin executable wiring both to stdin/stdout.
-        .executableTarget(name: "neon-auth", dependencies: ["JSONRPC", "NeonAuth"]),
+        .executableTarget(name: "neon-auth", dependencies: ["JSONRPC", "NeonAuth", "CNeonSystem"]),
         .testTarget(name: "JSONRPCTests", dependencies: ["JSONRPC"]),
         .testTarget(name: "NeonAuthTests", dependencies: ["NeonAuth", "JSONRPC"]),
         .testTarget(name: "EndToEndTests", dependencies: ["JSONRPC"]),

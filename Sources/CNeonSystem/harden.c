@@ -1,0 +1,11 @@
+#include "CNeonSystem.h"
+#include <sys/prctl.h>
+#include <sys/resource.h>
+
+int neon_auth_harden_process(void) {
+    struct rlimit none = {0, 0};
+    int result = 0;
+    if (setrlimit(RLIMIT_CORE, &none) != 0) result = -1;
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) result = -1;
+    return result;
+}

@@ -1,0 +1,82 @@
+/// How a method is served.
+public enum MethodHandler: Sendable {
+    /// Runs at once on the reading thread: for methods that never block (no I/O, no waiting).
+    case immediate(@Sendable (JSONValue?) throws -> JSONValue)
+    /// Runs concurrently as a task: for methods that may wait (network, locks held by others).
+    case deferred(@Sendable (JSONValue?) async throws -> JSONValue)
+}
+
+/// Routes requests to method handlers and turns their outcome into response objects.
+///
+/// Handlers throw `RPCError` for failures the client should see; any other error becomes
+/// -32603 with a generic message, so that no internal detail (or secret) reaches the client.
+public final class Dispatcher: Sendable {
+    private let handlers: [String: MethodHandler]
+    private let observer: (@Sendable (String, ErrorCode?) -> Void)?
+
+    /// - Parameters:
+    ///   - handlers: method name → handler.
+    ///   - observer: called once per answered call with the method name and the error code,
+    ///     or `nil` on success (for counters); must be cheap and thread-safe.
+    public init(handlers: [String: MethodHandler], observer: (@Sendable (String, ErrorCode?) -> Void)? = nil) {
+        self.handlers = handlers
+        self.observer = observer
+    }
+
+    /// The names of all methods served.
+    public var methodNames: [String] { handlers.keys.sorted() }
+
+    /// The handler for `method`, if any.
+    public func handler(for method: String) -> MethodHandler? { handlers[method] }
+
+    /// Answers a call synchronously when its handler is immediate.
+    /// - Returns: `.done(response)` (`nil` response for a notification), or `.needsTask`
+    ///   when the handler is deferred and must be run with ``answer(_:)``.
+    public func answerImmediately(_ call: IncomingCall) -> ImmediateOutcome {
+        switch call {
+        case .invalid(let id, let error):
+            observer?("", error.code)
+            return .done(ResponseWriter.failure(id: id, error: error))
+        case .request(let request):
+            guard let handler = handlers[request.method] else {
+                return .done(finish(request, .failure(RPCError(.methodNotFound, "Method not found"))))
+            }
+            switch handler {
+            case .immediate(let body):
+                return .done(finish(request, Result { try body(request.params) }))
+            case .deferred:
+                return .needsTask
+            }
+        }
+    }
+
+    /// Answers a call, running a deferred handler to completion.
+    /// - Returns: the response object, or `nil` for a notification.
+    public func answer(_ call: IncomingCall) async -> JSONValue? {
+        if case .done(let response) = answerImmediately(call) { return response }
+        guard case .request(let request) = call, case .deferred(let body)? = handlers[request.method] else { return nil }
+        let result: Result<JSONValue, Error>
+        do { result = .success(try await body(request.params)) } catch { result = .failure(error) }
+        return finish(request, result)
+    }
+
+    private func finish(_ request: Request, _ result: Result<JSONValue, Error>) -> JSONValue? {
+        switch result {
+        case .success(let value):
+            observer?(request.method, nil)
+            guard let id = request.id else { return nil }
+            return ResponseWriter.success(id: id, result: value)
+        case .failure(let error):
+            let rpcError = (error as? RPCError) ?? RPCError(.internalError, "Internal error")
+            observer?(request.method, rpcError.code)
+            guard let id = request.id else { return nil }
+            return ResponseWriter.failure(id: id, error: rpcError)
+        }
+    }
+
+    /// The outcome of ``answerImmediately(_:)``.
+    public enum ImmediateOutcome: Sendable {
+        case done(JSONValue?)
+        case needsTask
+    }
+}

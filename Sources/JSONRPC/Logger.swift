@@ -1,0 +1,74 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Synchronization
+
+/// Severity of a log line, from least to most verbose.
+public enum LogLevel: Int, Sendable, Comparable, CaseIterable {
+    case error = 0, warn, info, debug
+
+    /// Parses `error`, `warn`, `info` or `debug`.
+    public init?(name: String) {
+        switch name {
+        case "error": self = .error
+        case "warn", "warning": self = .warn
+        case "info": self = .info
+        case "debug": self = .debug
+        default: return nil
+        }
+    }
+
+    public var name: String { ["error", "warn", "info", "debug"][rawValue] }
+
+    public static func < (lhs: LogLevel, rhs: LogLevel) -> Bool { lhs.rawValue < rhs.rawValue }
+}
+
+/// A line logger for a file descriptor (stderr) that never blocks the service.
+///
+/// Callers pass only non-secret text (org IDs, profile names, counts, error codes); values
+/// wrapped in `Secret` print as `<redacted>`. When the descriptor would block (a client that
+/// pipes stderr and never reads it), the line is dropped and counted instead of waited for.
+public final class Logger: Sendable {
+    /// The most verbose level that is written.
+    public let level: LogLevel
+    private let fd: Int32
+    private let droppedLines = Mutex(0)
+
+    /// - Parameters:
+    ///   - level: lines above this level are skipped.
+    ///   - fd: the descriptor to write to (2 for stderr).
+    public init(level: LogLevel, fd: Int32 = 2) {
+        self.level = level
+        self.fd = fd
+    }
+
+    /// Lines dropped so far because the descriptor would have blocked.
+    public var dropped: Int { droppedLines.withLock { $0 } }
+
+    /// Whether lines at `level` are written (use it to skip building costly messages).
+    public func enabled(_ level: LogLevel) -> Bool { level <= self.level }
+
+    /// Writes `neon-auth: LEVEL: message` as one line if `level` is enabled.
+    public func log(_ level: LogLevel, _ message: @autoclosure () -> String) {
+        guard enabled(level) else { return }
+        var line = Array("neon-auth: \(level.name): ".utf8)
+        line.append(contentsOf: message().utf8.map { $0 == 0x0A || $0 == 0x0D ? 0x20 : $0 })
+        line.append(0x0A)
+        droppedLines.withLock { dropped in
+            var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            guard poll(&pfd, 1, 0) == 1, pfd.revents & Int16(POLLOUT) != 0 else {
+                dropped += 1
+                return
+            }
+            _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        }
+    }
+
+    public func error(_ message: @autoclosure () -> String) { log(.error, message()) }
+    public func warn(_ message: @autoclosure () -> String) { log(.warn, message()) }
+    public func info(_ message: @autoclosure () -> String) { log(.info, message()) }
+    public func debug(_ message: @autoclosure () -> String) { log(.debug, message()) }
+}
+

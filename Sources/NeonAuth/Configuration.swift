@@ -1,0 +1,152 @@
+import JSONRPC
+
+/// neon-auth's start-up configuration, from flags and environment variables (flags win).
+public struct Configuration: Sendable, Equatable {
+    public var v1BaseURL = NeonEnvironment.production.v1BaseURL
+    public var v2BaseURL = NeonEnvironment.production.v2BaseURL
+    public var apiVersion = NeonAPIVersion.pinned
+    /// NeonCRM's idle window, seconds.
+    public var idleTimeout: Double = 1800
+    /// Seconds before the idle window ends at which a session is no longer handed out.
+    public var idleMargin: Double = 60
+    /// Total deadline of one NeonCRM call, seconds.
+    public var httpTimeout: Double = 10
+    /// Seconds allowed for logging out every session at exit.
+    public var shutdownTimeout: Double = 3
+    public var logLevel: LogLevel = .warn
+    /// The longest request line accepted, bytes.
+    public var maxMessageBytes = 1 << 20
+
+    /// What the command line asked for.
+    public enum Action: Sendable, Equatable {
+        case serve(Configuration)
+        case help
+        case version
+    }
+
+    /// The program's version.
+    public static let version = "0.1.0"
+
+    /// Each option: flag, environment variable, value placeholder, help text.
+    static let options: [(flag: String, env: String, value: String?, help: String)] = [
+        ("--v1-base-url", "NEON_AUTH_V1_BASE_URL", "URL", "API v1 base URL (default: production, \(NeonEnvironment.production.v1BaseURL))"),
+        ("--v2-base-url", "NEON_AUTH_V2_BASE_URL", "URL", "API v2 base URL returned by sign (default: production, \(NeonEnvironment.production.v2BaseURL))"),
+        ("--trial", "NEON_AUTH_TRIAL", nil, "use the trial instance hosts (env: 1/true/yes)"),
+        ("--api-version", "NEON_AUTH_API_VERSION", "2.N", "NEON-API-VERSION sent by default (default: \(NeonAPIVersion.pinned))"),
+        ("--idle-timeout", "NEON_AUTH_IDLE_TIMEOUT", "SECONDS", "NeonCRM's session idle window (default: 1800)"),
+        ("--idle-margin", "NEON_AUTH_IDLE_MARGIN", "SECONDS", "stop handing out a session this long before its idle window ends (default: 60)"),
+        ("--http-timeout", "NEON_AUTH_HTTP_TIMEOUT", "SECONDS", "total deadline of one NeonCRM call (default: 10)"),
+        ("--shutdown-timeout", "NEON_AUTH_SHUTDOWN_TIMEOUT", "SECONDS", "time allowed to log out every session at exit (default: 3)"),
+        ("--log-level", "NEON_AUTH_LOG_LEVEL", "LEVEL", "error, warn, info or debug (default: warn); logs go to stderr"),
+        ("--max-message-bytes", "NEON_AUTH_MAX_MESSAGE_BYTES", "BYTES", "longest request line accepted (default: 1048576)"),
+    ]
+
+    /// The `--help` text (no secrets: it never prints environment values).
+    public static var helpText: String {
+        var text = """
+        neon-auth \(version): NeonCRM authentication as a JSON-RPC 2.0 service on stdin/stdout.
+
+        Usage: neon-auth [OPTIONS]
+
+        Reads newline-delimited JSON-RPC 2.0 requests on stdin and writes one response per line
+        on stdout. Methods: sign, openSession, closeSession. Logs go to stderr. On end of input
+        it answers what is in flight, logs out pooled sessions and exits 0.
+
+        Options (each also read from the environment variable shown; flags win):
+
+        """
+        for option in options {
+            let left = "  " + option.flag + (option.value.map { " " + $0 } ?? "")
+            text += left.padding(toLength: max(left.count + 2, 30), withPad: " ", startingAt: 0) + option.help + "\n"
+            text += String(repeating: " ", count: 30) + "[env: \(option.env)]\n"
+        }
+        text += "  --help                      show this help\n  --version                   show the version\n"
+        return text
+    }
+
+    /// Parses the command line and environment.
+    /// - Parameters:
+    ///   - arguments: the arguments after the program name.
+    ///   - environment: the process environment.
+    /// - Returns: what to do.
+    /// - Throws: `ConfigurationError` naming the bad flag or variable (never echoing a secret:
+    ///   no option takes one).
+    public static func parse(arguments: [String], environment: [String: String]) throws -> Action {
+        var values: [String: String] = [:]  // flag -> value
+        var index = 0
+        while index < arguments.count {
+            let argument = arguments[index]
+            index += 1
+            if argument == "--help" || argument == "-h" { return .help }
+            if argument == "--version" { return .version }
+            let (flag, inline) = argument.split(separator: "=", maxSplits: 1).map(String.init).pairOrSingle
+            guard let option = options.first(where: { $0.flag == flag }) else {
+                throw ConfigurationError("unknown option '\(flag.prefix(60))' (see --help)")
+            }
+            if option.value == nil {
+                if inline != nil { throw ConfigurationError("\(flag) takes no value") }
+                values[flag] = "1"
+            } else if let inline {
+                values[flag] = inline
+            } else {
+                guard index < arguments.count else { throw ConfigurationError("\(flag) needs a value \(option.value!)") }
+                values[flag] = arguments[index]
+                index += 1
+            }
+        }
+        func value(_ flag: String) -> (String, String)? {
+            if let v = values[flag] { return (v, flag) }
+            let env = options.first { $0.flag == flag }!.env
+            if let v = environment[env], !v.isEmpty { return (v, env) }
+            return nil
+        }
+        var config = Configuration()
+        if let (raw, source) = value("--trial") {
+            switch raw.lowercased() {
+            case "1", "true", "yes", "on":
+                config.v1BaseURL = NeonEnvironment.trial.v1BaseURL
+                config.v2BaseURL = NeonEnvironment.trial.v2BaseURL
+            case "0", "false", "no", "off": break
+            default: throw ConfigurationError("\(source): expected 1 or 0")
+            }
+        }
+        if let (raw, source) = value("--v1-base-url") { config.v1BaseURL = try BaseURLPolicy.validate(raw, name: source) }
+        if let (raw, source) = value("--v2-base-url") { config.v2BaseURL = try BaseURLPolicy.validate(raw, name: source) }
+        if let (raw, source) = value("--api-version") {
+            guard NeonAPIVersion.isWellFormed(raw) else { throw ConfigurationError("\(source): expected 2.N, e.g. \(NeonAPIVersion.pinned)") }
+            config.apiVersion = raw
+        }
+        func seconds(_ flag: String, allowZero: Bool = false) throws -> Double? {
+            guard let (raw, source) = value(flag) else { return nil }
+            guard let s = Double(raw), s.isFinite, allowZero ? s >= 0 : s > 0, s <= 1e7 else {
+                throw ConfigurationError("\(source): expected a \(allowZero ? "non-negative" : "positive") number of seconds")
+            }
+            return s
+        }
+        if let s = try seconds("--idle-timeout") { config.idleTimeout = s }
+        if let s = try seconds("--idle-margin", allowZero: true) { config.idleMargin = s }
+        if let s = try seconds("--http-timeout") { config.httpTimeout = s }
+        if let s = try seconds("--shutdown-timeout") { config.shutdownTimeout = s }
+        if values["--idle-margin"] == nil && environment["NEON_AUTH_IDLE_MARGIN"] == nil {
+            config.idleMargin = min(config.idleMargin, config.idleTimeout / 10)
+        }
+        guard config.idleMargin < config.idleTimeout else {
+            throw ConfigurationError("--idle-margin must be smaller than --idle-timeout")
+        }
+        if let (raw, source) = value("--log-level") {
+            guard let level = LogLevel(name: raw) else { throw ConfigurationError("\(source): expected error, warn, info or debug") }
+            config.logLevel = level
+        }
+        if let (raw, source) = value("--max-message-bytes") {
+            guard let n = Int(raw), n >= 1024, n <= 1 << 30 else {
+                throw ConfigurationError("\(source): expected a number of bytes from 1024 to 1073741824")
+            }
+            config.maxMessageBytes = n
+        }
+        return .serve(config)
+    }
+}
+
+private extension Array where Element == String {
+    var pairOrSingle: (String, String?) { (self.first ?? "", count > 1 ? self[1] : nil) }
+}

@@ -1,0 +1,85 @@
+import JSONRPC
+
+/// One error NeonCRM reported in an API v1 `errors.error` list.
+public struct NeonV1Error: Sendable, Equatable {
+    /// NeonCRM's `errorCode` as text (it is sent as a string or a number).
+    public var code: String
+    /// NeonCRM's `errorMessage`.
+    public var message: String
+
+    public init(code: String, message: String) {
+        self.code = code
+        self.message = message
+    }
+}
+
+/// Why a NeonCRM call failed.
+public enum NeonError: Error, Sendable, Equatable {
+    /// NeonCRM answered FAIL for the credentials (wrong org ID or API key, or no permission).
+    case credentialsRejected([NeonV1Error])
+    /// NeonCRM could not be reached, or said it is unavailable (HTTP 5xx/429, v1 errors 1 and 2).
+    case unavailable(httpStatus: Int?, errors: [NeonV1Error])
+    /// No whole answer arrived within the deadline.
+    case timedOut
+    /// NeonCRM answered something it should not (not JSON, HTML, SUCCESS without an id...).
+    case unexpectedResponse(reason: String, httpStatus: Int)
+    /// The call was abandoned because neon-auth is shutting down.
+    case cancelled
+}
+
+extension ErrorCode {
+    /// -32001: NeonCRM rejected the credentials. `data`: `{"errors": [{"errorCode", "errorMessage"}], "retryable": false}`.
+    public static let credentialsRejected = ErrorCode(rawValue: -32001)
+    /// -32002: NeonCRM is unreachable or unavailable. `data`: `{"retryable": true, "httpStatus"?, "errors"?}`.
+    public static let neonUnavailable = ErrorCode(rawValue: -32002)
+    /// -32003: NeonCRM did not answer in time. `data`: `{"retryable": true, "timeoutSeconds"}`.
+    public static let neonTimedOut = ErrorCode(rawValue: -32003)
+    /// -32004: NeonCRM answered something unexpected. `data`: `{"retryable", "httpStatus", "reason"}`.
+    public static let unexpectedResponse = ErrorCode(rawValue: -32004)
+    /// -32005: neon-auth is shutting down and did not finish the call.
+    public static let shuttingDown = ErrorCode(rawValue: -32005)
+    /// -32010: the user session ID was not issued by this process or is no longer pooled.
+    public static let unknownSession = ErrorCode(rawValue: -32010)
+    /// -32011: `closeSession` without `logout` on a session that has no holder left.
+    public static let sessionNotHeld = ErrorCode(rawValue: -32011)
+}
+
+extension NeonError {
+    /// The JSON-RPC error for this failure. NeonCRM's messages are passed through with
+    /// `secrets` redacted from them.
+    public func rpcError(timeout: Double, redacting secrets: [Secret]) -> RPCError {
+        func errorList(_ errors: [NeonV1Error]) -> JSONValue {
+            .array(errors.map { error in
+                var message = error.message
+                for secret in secrets { message = secret.redact(in: message) }
+                return ["errorCode": .string(error.code), "errorMessage": .string(message)]
+            })
+        }
+        switch self {
+        case .credentialsRejected(let errors):
+            return RPCError(.credentialsRejected, "NeonCRM rejected the credentials",
+                            data: ["errors": errorList(errors), "retryable": false])
+        case .unavailable(let status, let errors):
+            var data: JSONObject = ["retryable": true]
+            if let status { data["httpStatus"] = .number(String(status)) }
+            if !errors.isEmpty { data["errors"] = errorList(errors) }
+            let message = status.map { "NeonCRM is unavailable (HTTP \($0))" }
+                ?? (errors.isEmpty ? "NeonCRM is unreachable" : "NeonCRM reported that the service is unavailable")
+            return RPCError(.neonUnavailable, message, data: .object(data))
+        case .timedOut:
+            return RPCError(.neonTimedOut, "NeonCRM did not answer within \(formatSeconds(timeout)) s",
+                            data: ["retryable": true, "timeoutSeconds": .number(formatSeconds(timeout))])
+        case .unexpectedResponse(let reason, let status):
+            return RPCError(.unexpectedResponse, "Unexpected response from NeonCRM: \(reason)",
+                            data: ["retryable": .bool(status >= 500 || status == 429), "httpStatus": .number(String(status)),
+                                   "reason": .string(reason)])
+        case .cancelled:
+            return RPCError(.shuttingDown, "neon-auth is shutting down", data: ["retryable": true])
+        }
+    }
+}
+
+/// Formats seconds without a needless fraction (`30`, `0.5`).
+func formatSeconds(_ seconds: Double) -> String {
+    seconds == seconds.rounded() && abs(seconds) < 1e15 ? String(Int(seconds)) : String(seconds)
+}

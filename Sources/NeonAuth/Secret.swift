@@ -1,0 +1,27 @@
+import Foundation
+
+/// A secret string (an API key or a user session ID) that never prints itself.
+///
+/// `description`, `debugDescription` and reflection all show `<redacted>`, so a secret that
+/// slips into string interpolation, a log line, an error or a crash dump stays hidden. Only
+/// code that builds a header, a login request or a result calls ``exposedValue``.
+public struct Secret: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    private let value: String
+
+    /// Wraps `value`.
+    public init(_ value: String) { self.value = value }
+
+    /// The secret's bytes, for the few places that must send them.
+    public var exposedValue: String { value }
+
+    public var description: String { "<redacted>" }
+    public var debugDescription: String { "<redacted>" }
+    public var customMirror: Mirror { Mirror(self, children: [], displayStyle: .struct) }
+
+    /// `text` with every occurrence of this secret replaced by `<redacted>`; for text that
+    /// comes from elsewhere (e.g. a NeonCRM error message) and might echo the secret.
+    public func redact(in text: String) -> String {
+        guard !value.isEmpty, text.contains(value) else { return text }
+        return text.replacingOccurrences(of: value, with: "<redacted>")
+    }
+}

@@ -1,0 +1,99 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+import Synchronization
+import JSONRPC
+import NeonAuth
+
+/// The one graceful way out: answer what is in flight, log out pooled sessions within a
+/// deadline, exit. Entered from end of input, a closed stdout, SIGTERM or SIGINT; a second
+/// signal exits at once.
+final class Lifecycle: @unchecked Sendable {
+    enum Reason: String {
+        case endOfInput = "end of input"
+        case outputClosed = "stdout closed"
+        case signal = "signal"
+    }
+
+    private let pool: SessionPool
+    private let log: Logger
+    private let shutdownTimeout: Double
+    private let inFlightTimeout: Double
+    private let started = Atomic<Bool>(false)
+    private var signalSources: [DispatchSourceSignal] = []
+    var server: StdioServer?
+    var output: OutputSink?
+
+    init(pool: SessionPool, log: Logger, shutdownTimeout: Double, inFlightTimeout: Double) {
+        self.pool = pool
+        self.log = log
+        self.shutdownTimeout = shutdownTimeout
+        self.inFlightTimeout = inFlightTimeout
+    }
+
+    func installSignalHandlers() {
+        for signo in [SIGTERM, SIGINT] {
+            signal(signo, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signo, queue: .global())
+            source.setEventHandler { [self] in
+                if started.load(ordering: .acquiring) {
+                    log.warn("second signal: exiting at once")
+                    _exit(1)
+                }
+                Thread.detach { self.shutdown(.signal, inFlightLimit: min(self.inFlightTimeout, 3)) }
+            }
+            source.resume()
+            signalSources.append(source)
+        }
+    }
+
+    /// Shuts down and exits the process; only the first call does anything.
+    func shutdown(_ reason: Reason, inFlightLimit: Double? = nil) {
+        guard started.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
+            // Another thread is shutting down; the reader thread just waits for it.
+            while true { pause() }
+        }
+        log.info("shutting down (\(reason.rawValue))")
+        if reason != .outputClosed, let server {
+            if !server.waitForInFlight(timeout: inFlightLimit ?? inFlightTimeout) {
+                log.warn("shutting down with requests still in flight")
+            }
+        }
+        output?.flush()
+        let done = DispatchSemaphore(value: 0)
+        let result = Mutex<(Int, Int)>((0, 0))
+        let pool = self.pool, deadline = shutdownTimeout
+        Task.detached {
+            let r = await pool.shutdown(deadline: deadline)
+            result.withLock { $0 = r }
+            done.signal()
+        }
+        if done.wait(timeout: .now() + shutdownTimeout + 1) == .timedOut {
+            log.warn("logout at exit did not finish in time")
+        }
+        let (loggedOut, abandoned) = result.withLock { $0 }
+        if loggedOut + abandoned > 0 || log.enabled(.info) {
+            let level: LogLevel = abandoned > 0 ? .warn : .info
+            log.log(level, "exit: \(loggedOut) session(s) logged out, \(abandoned) abandoned")
+        }
+        if log.dropped > 0 { log.warn("\(log.dropped) log line(s) were dropped because stderr was not being read") }
+        exit(0)
+    }
+}
+
+enum Thread {
+    /// Runs `body` on a new detached OS thread (blocking waits must not occupy the
+    /// cooperative pool or the dispatch source's queue).
+    static func detach(_ body: @escaping @Sendable () -> Void) {
+        final class Box { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
+        var thread = pthread_t()
+        let box = Unmanaged.passRetained(Box(body)).toOpaque()
+        pthread_create(&thread, nil, { raw in
+            let box = Unmanaged<AnyObject>.fromOpaque(raw!).takeRetainedValue() as! Box
+            box.body()
+            return nil
+        }, box)
+        pthread_detach(thread)
+    }
+}

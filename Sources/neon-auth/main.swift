@@ -1,0 +1,57 @@
+// neon-auth: wires the JSON-RPC transport and the NeonCRM service to stdin/stdout.
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+import Foundation
+import JSONRPC
+import NeonAuth
+import CNeonSystem
+
+let configuration: Configuration
+do {
+    switch try Configuration.parse(arguments: Array(CommandLine.arguments.dropFirst()), environment: ProcessInfo.processInfo.environment) {
+    case .serve(let c): configuration = c
+    case .help:
+        print(Configuration.helpText, terminator: "")
+        exit(0)
+    case .version:
+        print("neon-auth \(Configuration.version)")
+        exit(0)
+    }
+} catch {
+    FileHandle.standardError.write(Data("neon-auth: \(error)\n".utf8))
+    exit(2)
+}
+
+// No core dumps and no ptrace by other processes of this user: keys live in this memory.
+_ = neon_auth_harden_process()
+// A closed stdout must not kill the process: writes then fail with EPIPE instead.
+signal(SIGPIPE, SIG_IGN)
+// The protocol gets its own descriptor; fd 1 now points at stderr so a stray print from any
+// library can never corrupt the stream.
+let protocolFD = dup(1)
+_ = fcntl(protocolFD, F_SETFD, FD_CLOEXEC)
+_ = dup2(2, 1)
+
+let log = Logger(level: configuration.logLevel)
+let http = URLSessionHTTPClient(connectTimeout: configuration.httpTimeout)
+let pool = SessionPool(backend: HTTPSessionBackend(http: http, timeout: configuration.httpTimeout),
+                       idleTimeout: configuration.idleTimeout, idleMargin: configuration.idleMargin)
+let service = NeonAuthService(
+    settings: ServiceSettings(v1BaseURL: configuration.v1BaseURL, v2BaseURL: configuration.v2BaseURL,
+                              apiVersion: configuration.apiVersion, httpTimeout: configuration.httpTimeout),
+    pool: pool, log: log)
+let lifecycle = Lifecycle(pool: pool, log: log, shutdownTimeout: configuration.shutdownTimeout,
+                          inFlightTimeout: configuration.httpTimeout + 1)
+let output = OutputSink(fd: protocolFD) { lifecycle.shutdown(.outputClosed) }
+let server = StdioServer(inputFD: 0, output: output, dispatcher: Dispatcher(handlers: service.handlers),
+                         maxMessageBytes: configuration.maxMessageBytes)
+lifecycle.server = server
+lifecycle.output = output
+lifecycle.installSignalHandlers()
+Task { await pool.startSweeping(every: max(1, min(60, (configuration.idleTimeout - configuration.idleMargin) / 4))) }
+log.info("ready: v1 \(configuration.v1BaseURL), v2 \(configuration.v2BaseURL), NEON-API-VERSION \(configuration.apiVersion)")
+
+server.run()
+lifecycle.shutdown(.endOfInput)
