@@ -1,0 +1,70 @@
+import Synchronization
+@testable import NeonAuth
+
+/// A scripted API v1 backend: counts logins and logouts, can hold logins until released,
+/// and can fail the next logins.
+final class FakeBackend: SessionBackend {
+    struct State {
+        var logins = 0
+        var loggedOut: [String] = []
+        var failNext: [NeonError] = []
+        var gate: [CheckedContinuation<Void, Never>] = []
+        var holdLogins = false
+        var nextId = 0
+    }
+
+    let state = Mutex(State())
+
+    var logins: Int { state.withLock { $0.logins } }
+    var loggedOut: [String] { state.withLock { $0.loggedOut } }
+    var waitingLogins: Int { state.withLock { $0.gate.count } }
+
+    /// Logins wait until ``release()`` while this is set.
+    func hold() { state.withLock { $0.holdLogins = true } }
+
+    /// Lets every waiting login finish and stops holding new ones.
+    func release() {
+        let waiting = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.holdLogins = false
+            defer { s.gate = [] }
+            return s.gate
+        }
+        for continuation in waiting { continuation.resume() }
+    }
+
+    func failNextLogin(with error: NeonError) { state.withLock { $0.failNext.append(error) } }
+
+    func login(_ key: SessionPool.Key) async throws(NeonError) -> Secret {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let hold = state.withLock { s -> Bool in
+                if s.holdLogins { s.gate.append(continuation) }
+                return s.holdLogins
+            }
+            if !hold { continuation.resume() }
+        }
+        let outcome = state.withLock { s -> Result<Secret, NeonError> in
+            if !s.failNext.isEmpty { return .failure(s.failNext.removeFirst()) }
+            s.logins += 1
+            s.nextId += 1
+            return .success(Secret("S\(s.nextId)-\(key.credential.orgId)"))
+        }
+        return try outcome.get()
+    }
+
+    func logout(_ key: SessionPool.Key, sessionId: Secret) async throws(NeonError) {
+        state.withLock { $0.loggedOut.append(sessionId.exposedValue) }
+    }
+
+    /// Waits (bounded) until `count` logins are parked at the gate.
+    func waitForWaitingLogins(_ count: Int) async {
+        for _ in 0..<2000 where waitingLogins < count { try? await Task.sleep(nanoseconds: 1_000_000) }
+    }
+}
+
+/// A clock the test moves by hand.
+final class ManualClock: Sendable {
+    private let seconds = Mutex(1000.0)
+    var now: Double { seconds.withLock { $0 } }
+    func advance(_ by: Double) { seconds.withLock { $0 += by } }
+    var function: @Sendable () -> Double { { self.now } }
+}
