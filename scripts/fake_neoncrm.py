@@ -1191,6 +1191,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # A parent may spawn us with these blocked (libdispatch worker threads block signals,
+    # and the mask is inherited); unblock them so SIGTERM really stops the fake.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     try:
         try:
             sys.stdout.write(json.dumps(server.info()) + "\n")

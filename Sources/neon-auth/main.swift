@@ -26,6 +26,13 @@ do {
 
 // No core dumps and no ptrace by other processes of this user: keys live in this memory.
 _ = neon_auth_harden_process()
+// A parent may have spawned us with SIGTERM/SIGINT blocked (the mask is inherited); the
+// graceful shutdown path needs them.
+var graceful = sigset_t()
+sigemptyset(&graceful)
+sigaddset(&graceful, SIGTERM)
+sigaddset(&graceful, SIGINT)
+pthread_sigmask(SIG_UNBLOCK, &graceful, nil)
 // A closed stdout must not kill the process: writes then fail with EPIPE instead.
 signal(SIGPIPE, SIG_IGN)
 // The protocol gets its own descriptor; fd 1 now points at stderr so a stray print from any

@@ -1,0 +1,223 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Synchronization
+import Testing
+import JSONRPC
+
+/// The repository root (this file is `Tests/EndToEndTests/Harness.swift`).
+let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+/// The built `neon-auth` binary: `NEON_AUTH_BIN`, else the one beside this test bundle.
+func neonAuthBinary() throws -> String {
+    if let path = ProcessInfo.processInfo.environment["NEON_AUTH_BIN"], !path.isEmpty { return path }
+    let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+    var dir = exe.deletingLastPathComponent()
+    for _ in 0..<4 {
+        let candidate = dir.appendingPathComponent("neon-auth").path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        dir = dir.deletingLastPathComponent()
+    }
+    let fallback = repositoryRoot.appendingPathComponent(".build/debug/neon-auth").path
+    guard FileManager.default.isExecutableFile(atPath: fallback) else {
+        throw HarnessError("neon-auth binary not found: build it first (swift build) or set NEON_AUTH_BIN")
+    }
+    return fallback
+}
+
+struct HarnessError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Collects bytes from a pipe on a background thread; lets tests wait for lines with a deadline.
+final class PipeCollector: Sendable {
+    private struct State { var buffer: [UInt8] = []; var consumed = 0; var closed = false }
+    private let state = Mutex(State())
+    private let condition = NSCondition()
+
+    init(_ handle: FileHandle) {
+        let thread = Foundation.Thread { [self] in
+            while true {
+                let data = handle.availableData
+                condition.lock()
+                state.withLock { s in
+                    if data.isEmpty { s.closed = true } else { s.buffer.append(contentsOf: data) }
+                }
+                condition.broadcast()
+                condition.unlock()
+                if data.isEmpty { return }
+            }
+        }
+        thread.start()
+    }
+
+    /// Everything received so far.
+    var all: [UInt8] { state.withLock { $0.buffer } }
+    var text: String { String(decoding: all, as: UTF8.self) }
+    var isClosed: Bool { state.withLock { $0.closed } }
+
+    /// The next whole line (without `\n`), or `nil` if none arrives within `timeout` seconds.
+    func nextLine(timeout: Double = 10) -> String? {
+        let deadline = Date().addingTimeInterval(timeout)
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            let line = state.withLock { s -> String? in
+                guard let nl = s.buffer[s.consumed...].firstIndex(of: 0x0A) else { return nil }
+                let line = String(decoding: s.buffer[s.consumed..<nl], as: UTF8.self)
+                s.consumed = nl + 1
+                return line
+            }
+            if let line { return line }
+            if state.withLock({ $0.closed }) { return nil }
+            if !condition.wait(until: deadline) { return nil }
+        }
+    }
+
+    /// Waits until the pipe is closed (the writer exited), up to `timeout` seconds.
+    func waitClosed(timeout: Double = 10) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        condition.lock()
+        defer { condition.unlock() }
+        while !state.withLock({ $0.closed }) {
+            if !condition.wait(until: deadline) { return state.withLock { $0.closed } }
+        }
+        return true
+    }
+
+    /// Bytes not yet returned by `nextLine`.
+    var unread: String { state.withLock { String(decoding: $0.buffer[$0.consumed...], as: UTF8.self) } }
+}
+
+/// A running neon-auth process with pipes on stdin, stdout and stderr.
+final class NeonAuthProcess {
+    let process = Process()
+    let stdin = Pipe()
+    let stdout: PipeCollector
+    let stderr: PipeCollector
+
+    init(arguments: [String], environment: [String: String] = [:]) throws {
+        process.executableURL = URL(fileURLWithPath: try neonAuthBinary())
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("NEON_") }
+        env.merge(environment) { $1 }
+        process.environment = env
+        let out = Pipe(), err = Pipe()
+        process.standardInput = stdin
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        stdout = PipeCollector(out.fileHandleForReading)
+        stderr = PipeCollector(err.fileHandleForReading)
+    }
+
+    /// Writes raw bytes to stdin.
+    func write(_ text: String) { stdin.fileHandleForWriting.write(Data(text.utf8)) }
+    func writeBytes(_ bytes: [UInt8]) { stdin.fileHandleForWriting.write(Data(bytes)) }
+
+    /// Writes one request line.
+    func send(_ json: String) { write(json + "\n") }
+
+    /// Closes stdin (end of input).
+    func closeInput() { try? stdin.fileHandleForWriting.close() }
+
+    /// The next response line parsed, failing the test if none arrives in time.
+    func response(timeout: Double = 10, sourceLocation: SourceLocation = #_sourceLocation) throws -> JSONValue {
+        guard let line = stdout.nextLine(timeout: timeout) else {
+            throw HarnessError("no response within \(timeout) s; stderr: \(stderr.text)")
+        }
+        return try JSONReader.parse(line)
+    }
+
+    /// Waits for exit (bounded) and returns the status; kills the process if it does not exit.
+    func waitForExit(timeout: Double = 15) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning {
+            process.terminate()
+            kill(process.processIdentifier, SIGKILL)
+            return nil
+        }
+        _ = stdout.waitClosed(timeout: 2)
+        _ = stderr.waitClosed(timeout: 2)
+        return process.terminationStatus
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+}
+
+/// The fake NeonCRM (`scripts/fake_neoncrm.py`) on a loopback port.
+final class FakeNeonCRM {
+    let process = Process()
+    let base: String
+    let v1: String
+    let v2: String
+
+    init(accounts: [(String, String)], extraArguments: [String] = []) throws {
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        var arguments = ["python3", repositoryRoot.appendingPathComponent("scripts/fake_neoncrm.py").path, "--port", "0"]
+        for (org, key) in accounts { arguments += ["--account", "\(org):\(key)"] }
+        process.arguments = arguments + extraArguments
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let collector = PipeCollector(out.fileHandleForReading)
+        guard let line = collector.nextLine(timeout: 20) else { throw HarnessError("fake NeonCRM did not start") }
+        let info = try JSONReader.parse(line)
+        guard let base = info["base"]?.stringValue, let v1 = info["v1"]?.stringValue, let v2 = info["v2"]?.stringValue else {
+            throw HarnessError("fake NeonCRM ready line unreadable: \(line)")
+        }
+        self.base = base
+        self.v1 = v1
+        self.v2 = v2
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+
+    /// neon-auth arguments pointing at this fake.
+    var neonAuthArguments: [String] { ["--v1-base-url", v1, "--v2-base-url", v2] }
+
+    /// Sends a control request and returns the parsed JSON answer.
+    @discardableResult
+    func control(_ path: String, body: String? = nil) throws -> JSONValue {
+        let (status, data) = try http(method: body == nil ? "GET" : "POST", url: base + "/_control/" + path, body: body)
+        guard status == 200 else { throw HarnessError("control \(path): HTTP \(status)") }
+        return try JSONReader.parse(data)
+    }
+
+    /// A counter from `/_control/stats` (e.g. `logins`, `logouts`) for `org`.
+    func count(_ name: String, org: String) throws -> Int {
+        let stats = try control("stats")
+        guard case .number(let n)? = stats[name]?[org] else { return 0 }
+        return Int(n) ?? -1
+    }
+}
+
+/// A blocking HTTP request (tests only).
+func http(method: String, url: String, headers: [String: String] = [:], body: String? = nil) throws -> (Int, [UInt8]) {
+    var request = URLRequest(url: URL(string: url)!, timeoutInterval: 10)
+    request.httpMethod = method
+    for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
+    if let body {
+        request.httpBody = Data(body.utf8)
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+    }
+    let result = Mutex<(Int, [UInt8])?>(nil)
+    let done = DispatchSemaphore(value: 0)
+    URLSession.shared.dataTask(with: request) { data, response, _ in
+        result.withLock { $0 = ((response as? HTTPURLResponse)?.statusCode ?? 0, [UInt8](data ?? Data())) }
+        done.signal()
+    }.resume()
+    guard done.wait(timeout: .now() + 15) == .success, let value = result.withLock({ $0 }) else {
+        throw HarnessError("HTTP \(method) \(url) did not complete")
+    }
+    return value
+}

@@ -1,0 +1,239 @@
+import Foundation
+import Testing
+import JSONRPC
+
+/// A key with every character that trips up encoders; also a sentinel for leak checks.
+let acmeKey = "SENTINEL-k:e+y/=%&é"
+let acmeBasic = "Basic " + Data("acme:\(acmeKey)".utf8).base64EncodedString()
+
+/// Asserts that `text` holds no form of `secret` (raw, base64 of the Basic pair, percent-encoded).
+func expectNoSecret(_ text: String, _ secrets: [String], sourceLocation: SourceLocation = #_sourceLocation) {
+    for secret in secrets {
+        let forms = [secret, Data("acme:\(secret)".utf8).base64EncodedString(),
+                     secret.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? secret]
+        for form in forms {
+            #expect(!text.contains(form), "a secret leaked", sourceLocation: sourceLocation)
+        }
+    }
+}
+
+@Suite("End to end: the main job against the fake NeonCRM", .serialized)
+struct SessionFlowTests {
+    @Test("sign, openSession, reuse, closeSession, end of input: exact stdout, counts and exit code")
+    func mainFlow() throws {
+        let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
+        let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments + ["--log-level", "debug"])
+
+        neon.send(#"{"jsonrpc":"2.0","id":1,"method":"sign","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"#)
+        let signLine = try #require(neon.stdout.nextLine())
+        #expect(signLine == #"{"jsonrpc":"2.0","id":1,"result":{"authorization":"\#(acmeBasic)","headers":{"Authorization":"\#(acmeBasic)","NEON-API-VERSION":"2.11"},"baseUrl":"\#(fake.v2)"}}"#)
+
+        // The signed headers work against the API v2 endpoint.
+        let (status, _) = try http(method: "GET", url: fake.v2 + "/accounts/1",
+                                   headers: ["Authorization": acmeBasic, "NEON-API-VERSION": "2.11"])
+        #expect(status == 200)
+
+        neon.send(#"{"jsonrpc":"2.0","id":"open-1","method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"#)
+        let opened = try neon.response()
+        let sessionId = try #require(opened["result"]?["userSessionId"]?.stringValue)
+        #expect(JSONWriter.string(opened) == #"{"jsonrpc":"2.0","id":"open-1","result":{"userSessionId":"\#(sessionId)","reused":false}}"#)
+
+        // The session works for an API v1 call.
+        let (dataStatus, body) = try http(method: "GET", url: fake.v1 + "/account/listAccounts?responseType=json&userSessionId=" + sessionId)
+        #expect(dataStatus == 200)
+        #expect(try JSONReader.parse(body)["listAccountsResponse"]?["operationResult"] == "SUCCESS")
+
+        neon.send(#"{"jsonrpc":"2.0","id":"open-2","method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"#)
+        #expect(neon.stdout.nextLine() == #"{"jsonrpc":"2.0","id":"open-2","result":{"userSessionId":"\#(sessionId)","reused":true}}"#)
+        #expect(try fake.count("logins", org: "acme") == 1)
+
+        neon.send(#"{"jsonrpc":"2.0","id":3,"method":"closeSession","params":{"userSessionId":"\#(sessionId)"}}"#)
+        #expect(neon.stdout.nextLine() == #"{"jsonrpc":"2.0","id":3,"result":{"closed":true,"loggedOut":false}}"#)
+        #expect(try fake.count("logouts", org: "acme") == 0)
+
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
+        #expect(neon.stdout.unread == "")
+        #expect(try fake.count("logins", org: "acme") == 1)
+        #expect(try fake.count("logouts", org: "acme") == 1)
+        expectNoSecret(neon.stderr.text, [acmeKey, sessionId])
+    }
+
+    @Test("a request is answered while stdin stays open")
+    func answeredWhileInputOpen() throws {
+        let neon = try NeonAuthProcess(arguments: [])
+        neon.send(#"{"jsonrpc":"2.0","id":7,"method":"sign","params":{"orgId":"o","apiKey":"k"}}"#)
+        let line = try #require(neon.stdout.nextLine(timeout: 5))
+        #expect(line.hasPrefix(#"{"jsonrpc":"2.0","id":7,"result":{"authorization":"Basic bzpr""#))
+        #expect(neon.process.isRunning)
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
+    }
+
+    @Test("a sign is answered while a slow login is pending")
+    func signDuringSlowLogin() throws {
+        let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)], extraArguments: ["--login-delay", "3"])
+        let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments)
+        let start = Date()
+        neon.send(#"{"jsonrpc":"2.0","id":"slow","method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"#)
+        neon.send(#"{"jsonrpc":"2.0","id":"fast","method":"sign","params":{"orgId":"acme","apiKey":"x"}}"#)
+        let first = try neon.response()
+        #expect(first["id"] == "fast")
+        #expect(Date().timeIntervalSince(start) < 2.5, "sign waited for the login")
+        let second = try neon.response(timeout: 15)
+        #expect(second["id"] == "slow")
+        #expect(second["result"]?["reused"] == false)
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
+    }
+
+    @Test("50 concurrent openSession requests for one key make exactly 1 login")
+    func singleFlight() throws {
+        let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)], extraArguments: ["--login-delay", "0.3"])
+        let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments)
+        var batch = ""
+        for i in 0..<50 {
+            batch += #"{"jsonrpc":"2.0","id":\#(i),"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"# + "\n"
+        }
+        neon.write(batch)
+        var ids = Set<String>(), seen = Set<String>()
+        for _ in 0..<50 {
+            let r = try neon.response()
+            ids.insert(try #require(r["result"]?["userSessionId"]?.stringValue))
+            seen.insert(JSONWriter.string(try #require(r["id"])))
+        }
+        #expect(ids.count == 1)
+        #expect(seen.count == 50)
+        #expect(try fake.count("loginAttempts", org: "acme") == 1)
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
+        #expect(try fake.count("logouts", org: "acme") == 1)
+    }
+
+    @Test("credentials rejected: -32001 with NeonCRM's error in data, and nothing pooled")
+    func rejected() throws {
+        let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
+        let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments + ["--log-level", "debug"])
+        neon.send(#"{"jsonrpc":"2.0","id":1,"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-wrong"}}"#)
+        let r = try neon.response()
+        #expect(r["error"]?["code"] == .number("-32001"))
+        #expect(r["error"]?["data"]?["retryable"] == false)
+        guard case .array(let errors)? = r["error"]?["data"]?["errors"] else {
+            Issue.record("data.errors missing: \(JSONWriter.string(r))")
+            return
+        }
+        #expect(errors.first?["errorCode"] == "5")
+        // The object form of errors.error is accepted too.
+        try fake.control("mode", body: #"{"login":"fail_object","count":1}"#)
+        neon.send(#"{"jsonrpc":"2.0","id":2,"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"#)
+        #expect(try neon.response()["error"]?["code"] == .number("-32001"))
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
+        #expect(try fake.count("logouts", org: "acme") == 0)
+        expectNoSecret(neon.stdout.text + neon.stderr.text, ["SENTINEL-wrong"])
+        expectNoSecret(neon.stderr.text, [acmeKey])
+    }
+
+    @Test("NeonCRM faults map to distinct, retryable errors", arguments: [
+        ("http500", -32002, true), ("html", -32004, false), ("empty", -32004, false),
+        ("success_no_id", -32004, false), ("error2", -32002, true),
+    ])
+    func faults(mode: String, code: Int, retryable: Bool) throws {
+        let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
+        try fake.control("mode", body: #"{"login":"\#(mode)","count":1}"#)
+        let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments)
+        neon.send(#"{"jsonrpc":"2.0","id":1,"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"#)
+        let r = try neon.response()
+        #expect(r["error"]?["code"] == .number(String(code)))
+        #expect(r["error"]?["data"]?["retryable"] == .bool(retryable))
+        // The pool is unchanged: the next open logs in normally.
+        neon.send(#"{"jsonrpc":"2.0","id":2,"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"#)
+        #expect(try neon.response()["result"]?["reused"] == false)
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
+    }
+
+    @Test("a login that hangs times out with -32003 within the configured deadline")
+    func timeout() throws {
+        let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
+        try fake.control("mode", body: #"{"login":"hang","count":1}"#)
+        let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments + ["--http-timeout", "1"])
+        let start = Date()
+        neon.send(#"{"jsonrpc":"2.0","id":1,"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"#)
+        let r = try neon.response(timeout: 10)
+        #expect(r["error"]?["code"] == .number("-32003"))
+        #expect(Date().timeIntervalSince(start) < 5)
+        try fake.control("release", body: "{}")
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
+    }
+
+    @Test("connection refused gives -32002")
+    func unreachable() throws {
+        let neon = try NeonAuthProcess(arguments: ["--v1-base-url", "http://127.0.0.1:9/neonws/services/api"])
+        neon.send(#"{"jsonrpc":"2.0","id":1,"method":"openSession","params":{"orgId":"acme","apiKey":"k"}}"#)
+        let r = try neon.response()
+        #expect(r["error"]?["code"] == .number("-32002"))
+        #expect(r["error"]?["data"]?["retryable"] == true)
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
+    }
+
+    @Test("replace after NeonCRM error 4 gets a new session; a late replace gets the current one")
+    func replaceAfterError4() throws {
+        let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
+        let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments)
+        neon.send(#"{"jsonrpc":"2.0","id":1,"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"#)
+        let old = try #require(try neon.response()["result"]?["userSessionId"]?.stringValue)
+        try fake.control("expire", body: "{}")
+        let (_, body) = try http(method: "GET", url: fake.v1 + "/account/listAccounts?responseType=json&userSessionId=" + old)
+        #expect(JSONWriter.string(try JSONReader.parse(body)).contains(#""errorCode":"4""#))
+        neon.send(#"{"jsonrpc":"2.0","id":2,"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é","replace":"\#(old)"}}"#)
+        let renewed = try neon.response()
+        let new = try #require(renewed["result"]?["userSessionId"]?.stringValue)
+        #expect(new != old)
+        #expect(renewed["result"]?["reused"] == false)
+        neon.send(#"{"jsonrpc":"2.0","id":3,"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é","replace":"\#(old)"}}"#)
+        let late = try neon.response()
+        #expect(late["result"]?["userSessionId"] == .string(new))
+        #expect(late["result"]?["reused"] == true)
+        #expect(try fake.count("logins", org: "acme") == 2)
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
+    }
+
+    @Test("a session idle past the window less the margin is replaced and the stale one logged out")
+    func idleWindow() throws {
+        let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
+        let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments + ["--idle-timeout", "1.5", "--idle-margin", "0.5"])
+        neon.send(#"{"jsonrpc":"2.0","id":1,"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"#)
+        let first = try #require(try neon.response()["result"]?["userSessionId"]?.stringValue)
+        Thread.sleep(forTimeInterval: 1.2)
+        neon.send(#"{"jsonrpc":"2.0","id":2,"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"#)
+        let second = try neon.response()
+        #expect(second["result"]?["reused"] == false)
+        #expect(second["result"]?["userSessionId"] != .string(first))
+        #expect(try fake.count("logins", org: "acme") == 2)
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
+    }
+
+    @Test("closeSession: unknown ids are refused without calling NeonCRM; logout:true logs out at once")
+    func closeSession() throws {
+        let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
+        let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments)
+        neon.send(#"{"jsonrpc":"2.0","id":1,"method":"closeSession","params":{"userSessionId":"T0000000000000"}}"#)
+        #expect(neon.stdout.nextLine() == #"{"jsonrpc":"2.0","id":1,"error":{"code":-32010,"message":"Unknown session: not issued by this process or no longer pooled"}}"#)
+        #expect(try fake.count("logoutAttempts", org: "?") == 0)
+        neon.send(#"{"jsonrpc":"2.0","id":2,"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"#)
+        let id = try #require(try neon.response()["result"]?["userSessionId"]?.stringValue)
+        neon.send(#"{"jsonrpc":"2.0","id":3,"method":"closeSession","params":{"userSessionId":"\#(id)","logout":true}}"#)
+        #expect(neon.stdout.nextLine() == #"{"jsonrpc":"2.0","id":3,"result":{"closed":true,"loggedOut":true}}"#)
+        #expect(try fake.count("logouts", org: "acme") == 1)
+        neon.send(#"{"jsonrpc":"2.0","id":4,"method":"closeSession","params":{"userSessionId":"\#(id)"}}"#)
+        #expect(try neon.response()["error"]?["code"] == .number("-32010"))
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
+        #expect(try fake.count("logouts", org: "acme") == 1)
+    }
+}
