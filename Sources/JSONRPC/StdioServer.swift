@@ -173,9 +173,11 @@ struct LineReader {
     /// Adds a piece of an unfinished line, switching to discarding when it gets too long.
     private mutating func append(_ piece: UnsafeBufferPointer<UInt8>, handle: (Event) -> Void) {
         guard !discarding else { return }
-        // One extra byte of room for a CR that belongs to the terminator.
-        if pending.count + piece.count > maxLineBytes + 1 {
+        // Room for a CR that belongs to the terminator and a BOM that starts the stream: the
+        // exact check happens in deliver(), so the outcome never depends on how reads split.
+        if pending.count + piece.count > maxLineBytes + 1 + (atStreamStart ? 3 : 0) {
             discarding = true
+            atStreamStart = false
             pending = []
             handle(.tooLong)
             return
@@ -192,11 +194,11 @@ struct LineReader {
             }
         }
         if let last = line.last, last == 0x0D { line = UnsafeBufferPointer(rebasing: line[..<(line.count - 1)]) }
-        if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { return }
         if line.count > maxLineBytes {
             handle(.tooLong)
             return
         }
+        if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { return }
         handle(.line(line))
     }
 }
