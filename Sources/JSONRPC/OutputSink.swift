@@ -3,91 +3,129 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Dispatch
 import Synchronization
 
 /// The single owner of the protocol output descriptor.
 ///
-/// Producers append whole framed messages; a message is never split or interleaved with
-/// another. Whoever calls ``flush()`` while nobody else is writing becomes the writer and
-/// drains everything queued, so pipelined responses leave in large `write(2)` calls while a
-/// lone response is written at once, without a thread hop.
+/// Producers queue whole framed messages and never write themselves: one dedicated writer
+/// thread drains the queue with large `write(2)` calls, so a message is never split or
+/// interleaved with another, and a client that reads slowly never blocks the reader or the
+/// concurrency pool. The reader applies backpressure with ``waitForRoom()``: when more than
+/// `maxQueuedBytes` wait to be written it stops reading requests until the client catches up.
 public final class OutputSink: Sendable {
     private struct State {
         var pending: [UInt8] = []
         var writing = false
+        var writerSleeping = false
         var broken = false
+        var framing = Framing.newlineDelimited
     }
 
     private let fd: Int32
-    private let framing: Mutex<Framing>
     private let state = Mutex(State())
+    private let wake = DispatchSemaphore(value: 0)
+    private let room = DispatchSemaphore(value: 0)
+    private let maxQueuedBytes: Int
     private let onBroken: @Sendable () -> Void
 
     /// - Parameters:
     ///   - fd: the protocol output descriptor (left in blocking mode).
-    ///   - onBroken: called once, from the writing thread, when the reader has gone away
-    ///     (`EPIPE` or another write error); later output is discarded.
-    public init(fd: Int32, onBroken: @escaping @Sendable () -> Void = {}) {
+    ///   - maxQueuedBytes: the bound on unwritten output at which the reader pauses.
+    ///   - onBroken: called once, from the writer thread, when the reader of the output has gone
+    ///     away (`EPIPE` or another write error); later output is discarded.
+    public init(fd: Int32, maxQueuedBytes: Int = 8 << 20, onBroken: @escaping @Sendable () -> Void = {}) {
         self.fd = fd
-        self.framing = Mutex(.newlineDelimited)
+        self.maxQueuedBytes = maxQueuedBytes
         self.onBroken = onBroken
+        DetachedThread.start { [self] in writerLoop() }
     }
 
-    /// The framing used for output; set once by the reader when it detects LSP-style input.
-    public var currentFraming: Framing {
-        get { framing.withLock { $0 } }
-        set { framing.withLock { $0 = newValue } }
+    /// The framing used for output; switched once by the reader when it detects LSP-style input.
+    public var framing: Framing {
+        get { state.withLock { $0.framing } }
+        set { state.withLock { $0.framing = newValue } }
     }
 
     /// Whether the reader of the output has gone away.
     public var isBroken: Bool { state.withLock { $0.broken } }
 
-    /// Queues one message (a JSON value, written compactly and framed) without writing it.
+    /// Queues one message without waking the writer (the reader batches a whole read's worth
+    /// of responses, then calls ``flush()``).
     public func enqueue(_ message: JSONValue) {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(256)
-        JSONWriter.write(message, into: &bytes)
-        let framed = currentFraming.frame(bytes)
+        var body: [UInt8] = []
+        body.reserveCapacity(256)
+        JSONWriter.write(message, into: &body)
         state.withLock { state in
             guard !state.broken else { return }
-            state.pending.append(contentsOf: framed)
+            state.framing.append(body, to: &state.pending)
         }
     }
 
-    /// Queues one message and writes everything queued.
+    /// Queues one message and wakes the writer.
     public func send(_ message: JSONValue) {
         enqueue(message)
         flush()
     }
 
-    /// Writes everything queued, unless another thread is already writing (it will pick up
-    /// what was queued before it finishes).
+    /// Wakes the writer if it is asleep and something is queued.
     public func flush() {
-        var chunk: [UInt8] = []
-        let proceed = state.withLock { state -> Bool in
-            guard !state.writing, !state.pending.isEmpty, !state.broken else { return false }
-            state.writing = true
-            swap(&chunk, &state.pending)
+        let wakeWriter = state.withLock { state -> Bool in
+            guard state.writerSleeping, !state.pending.isEmpty else { return false }
+            state.writerSleeping = false
             return true
         }
-        guard proceed else { return }
+        if wakeWriter { wake.signal() }
+    }
+
+    /// Blocks while more than `maxQueuedBytes` are waiting to be written.
+    public func waitForRoom() {
+        while state.withLock({ $0.pending.count > maxQueuedBytes && !$0.broken }) {
+            _ = room.wait(timeout: .now() + .milliseconds(50))
+        }
+    }
+
+    /// Waits until everything queued has been written (or the output broke).
+    /// - Parameter timeout: the longest wait, in seconds.
+    /// - Returns: `true` when nothing is left to write.
+    @discardableResult
+    public func drain(timeout: Double) -> Bool {
+        flush()
+        let deadline = monotonicNow() + timeout
+        while state.withLock({ !$0.broken && ($0.writing || !$0.pending.isEmpty) }) {
+            if monotonicNow() > deadline { return false }
+            usleep(1000)
+        }
+        return true
+    }
+
+    private func writerLoop() {
+        var chunk: [UInt8] = []
         while true {
-            let ok = writeAll(chunk)
-            chunk.removeAll(keepingCapacity: true)
-            let more = state.withLock { state -> Bool in
-                if !ok {
-                    state.broken = true
-                    state.pending = []
-                }
+            let hasWork = state.withLock { state -> Bool in
                 if state.pending.isEmpty || state.broken {
                     state.writing = false
+                    state.writerSleeping = true
                     return false
                 }
+                state.writing = true
                 swap(&chunk, &state.pending)
                 return true
             }
-            if !ok { onBroken() }
-            if !more { return }
+            guard hasWork else {
+                wake.wait()
+                continue
+            }
+            room.signal()
+            if !writeAll(chunk) {
+                state.withLock { state in
+                    state.broken = true
+                    state.pending = []
+                }
+                room.signal()
+                onBroken()
+            }
+            chunk.removeAll(keepingCapacity: chunk.capacity <= 1 << 20)
         }
     }
 
@@ -103,7 +141,7 @@ public final class OutputSink: Sendable {
                 } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
                     // Someone else made the shared descriptor non-blocking: wait until writable.
                     var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-                    _ = poll(&pfd, 1, -1)
+                    _ = poll(&pfd, 1, 100)
                 } else {
                     return false
                 }
@@ -117,20 +155,46 @@ public final class OutputSink: Sendable {
 public enum Framing: Sendable, Equatable {
     /// One compact JSON text per line, `\n`-terminated.
     case newlineDelimited
-    /// LSP-style: `Content-Length: N\r\n\r\n` followed by N bytes.
+    /// LSP-style: exactly `Content-Length: N\r\n\r\n` followed by the N bytes of the message.
     case contentLength
 
-    /// The bytes of `message` framed for the wire.
-    public func frame(_ message: [UInt8]) -> [UInt8] {
+    /// Appends `message`, framed, to `out`.
+    public func append(_ message: [UInt8], to out: inout [UInt8]) {
         switch self {
         case .newlineDelimited:
-            var out = message
-            out.append(0x0A)
-            return out
-        case .contentLength:
-            var out = Array("Content-Length: \(message.count)\r\n\r\n".utf8)
             out.append(contentsOf: message)
-            return out
+            out.append(0x0A)
+        case .contentLength:
+            out.append(contentsOf: "Content-Length: \(message.count)\r\n\r\n".utf8)
+            out.append(contentsOf: message)
         }
+    }
+}
+
+/// Seconds on the monotonic clock.
+func monotonicNow() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+/// Plain detached OS threads, for work that blocks (a blocked write or wait must not sit on
+/// the cooperative pool, where it would starve other work).
+public enum DetachedThread {
+    private final class Box {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+
+    /// Runs `body` on a new detached thread.
+    public static func start(_ body: @escaping @Sendable () -> Void) {
+        var thread = pthread_t()
+        let context = Unmanaged.passRetained(Box(body)).toOpaque()
+        pthread_create(&thread, nil, { raw in
+            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+            box.body()
+            return nil
+        }, context)
+        pthread_detach(thread)
     }
 }

@@ -5,9 +5,11 @@ import Darwin
 #endif
 import Dispatch
 
-/// Serves JSON-RPC 2.0 over a pair of file descriptors with newline-delimited framing.
+/// Serves JSON-RPC 2.0 over a pair of file descriptors.
 ///
-/// One thread (the caller of ``run()``) reads with blocking `read(2)` and frames lines;
+/// Framing is newline-delimited, or LSP-style `Content-Length` when the stream starts with
+/// such a header (see ``FrameDecoder``). One thread (the caller of ``run()``) reads with
+/// blocking `read(2)` and frames messages;
 /// immediate methods are answered on that thread, deferred ones run as tasks. Responses go
 /// through one ``OutputSink``. Lines longer than `maxMessageBytes` are answered with
 /// -32600 without being held in memory whole.
@@ -33,15 +35,18 @@ public final class StdioServer: Sendable {
     /// Reads and answers messages until end of input (or a read error), then returns.
     /// Deferred calls may still be running; see ``waitForInFlight(timeout:)``.
     public func run() {
-        var reader = LineReader(maxLineBytes: maxMessageBytes)
+        var decoder = FrameDecoder(maxMessageBytes: maxMessageBytes)
         let chunkSize = 64 * 1024
         let chunk = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: chunkSize)
         defer { chunk.deallocate() }
-        while true {
+        let output = self.output
+        while !output.isBroken {
+            output.waitForRoom()
             let n = read(inputFD, chunk.baseAddress, chunkSize)
             if n < 0 {
                 if errno == EINTR { continue }
                 if errno == EAGAIN || errno == EWOULDBLOCK {
+                    // Someone else made the shared descriptor non-blocking: wait for input.
                     var pfd = pollfd(fd: inputFD, events: Int16(POLLIN), revents: 0)
                     _ = poll(&pfd, 1, -1)
                     continue
@@ -49,11 +54,10 @@ public final class StdioServer: Sendable {
                 break
             }
             if n == 0 { break }
-            reader.consume(UnsafeBufferPointer(rebasing: chunk[0..<n]), handle: handleEvent)
+            decoder.consume(UnsafeBufferPointer(rebasing: chunk[0..<n]), onFraming: { output.framing = $0 }, handle: handleEvent)
             output.flush()
-            if output.isBroken { break }
         }
-        reader.finish(handle: handleEvent)
+        decoder.finish(onFraming: { output.framing = $0 }, handle: handleEvent)
         output.flush()
     }
 
@@ -64,15 +68,18 @@ public final class StdioServer: Sendable {
         inFlight.wait(timeout: .now() + timeout) == .success
     }
 
-    private func handleEvent(_ event: LineReader.Event) {
+    private func handleEvent(_ event: FrameDecoder.Event) {
         switch event {
-        case .line(let bytes):
+        case .message(let bytes):
             handleMessage(bytes)
         case .tooLong:
             output.enqueue(ResponseWriter.failure(
                 id: .null,
                 error: RPCError(.invalidRequest, "Invalid Request: message longer than \(maxMessageBytes) bytes",
                                 data: ["limit": .number(String(maxMessageBytes))])))
+        case .badHeader:
+            output.enqueue(ResponseWriter.failure(
+                id: .null, error: RPCError(.parseError, "Parse error: header block without a valid Content-Length")))
         }
     }
 

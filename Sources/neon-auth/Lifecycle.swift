@@ -41,7 +41,7 @@ final class Lifecycle: @unchecked Sendable {
                     log.warn("second signal: exiting at once")
                     _exit(1)
                 }
-                Thread.detach { self.shutdown(.signal, inFlightLimit: min(self.inFlightTimeout, 3)) }
+                DetachedThread.start { self.shutdown(.signal, inFlightLimit: min(self.inFlightTimeout, 3)) }
             }
             source.resume()
             signalSources.append(source)
@@ -60,7 +60,7 @@ final class Lifecycle: @unchecked Sendable {
                 log.warn("shutting down with requests still in flight")
             }
         }
-        output?.flush()
+        output?.drain(timeout: 2)
         let done = DispatchSemaphore(value: 0)
         let result = Mutex<(Int, Int)>((0, 0))
         let pool = self.pool, deadline = shutdownTimeout
@@ -82,18 +82,3 @@ final class Lifecycle: @unchecked Sendable {
     }
 }
 
-enum Thread {
-    /// Runs `body` on a new detached OS thread (blocking waits must not occupy the
-    /// cooperative pool or the dispatch source's queue).
-    static func detach(_ body: @escaping @Sendable () -> Void) {
-        final class Box { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
-        var thread = pthread_t()
-        let box = Unmanaged.passRetained(Box(body)).toOpaque()
-        pthread_create(&thread, nil, { raw in
-            let box = Unmanaged<AnyObject>.fromOpaque(raw!).takeRetainedValue() as! Box
-            box.body()
-            return nil
-        }, box)
-        pthread_detach(thread)
-    }
-}

@@ -51,8 +51,11 @@ let service = NeonAuthService(
     pool: pool, log: log)
 let lifecycle = Lifecycle(pool: pool, log: log, shutdownTimeout: configuration.shutdownTimeout,
                           inFlightTimeout: configuration.httpTimeout + 1)
-let output = OutputSink(fd: protocolFD) { lifecycle.shutdown(.outputClosed) }
-let server = StdioServer(inputFD: 0, output: output, dispatcher: Dispatcher(handlers: service.handlers),
+let output = OutputSink(fd: protocolFD) { DetachedThread.start { lifecycle.shutdown(.outputClosed) } }
+let handlers = service.handlers.merging(
+    LSPCompatibility.handlers(name: "neon-auth", version: Configuration.version) { lifecycle.shutdown(.endOfInput) }
+) { ours, _ in ours }
+let server = StdioServer(inputFD: 0, output: output, dispatcher: Dispatcher(handlers: handlers),
                          maxMessageBytes: configuration.maxMessageBytes)
 lifecycle.server = server
 lifecycle.output = output

@@ -95,22 +95,31 @@ final class PipeCollector: Sendable {
 final class NeonAuthProcess {
     let process = Process()
     let stdin = Pipe()
-    let stdout: PipeCollector
-    let stderr: PipeCollector
+    /// The raw stdout pipe (tests that read slowly use it instead of `stdout`).
+    let stdoutPipe = Pipe()
+    let stderrPipe = Pipe()
+    private var stdoutCollector: PipeCollector?
+    private var stderrCollector: PipeCollector?
+    var stdout: PipeCollector { stdoutCollector! }
+    var stderr: PipeCollector { stderrCollector! }
 
-    init(arguments: [String], environment: [String: String] = [:]) throws {
+    /// - Parameters:
+    ///   - collectOutput: read stdout and stderr in the background (off: the test reads or
+    ///     ignores them itself, e.g. to play a slow or absent reader).
+    init(arguments: [String], environment: [String: String] = [:], collectOutput: Bool = true) throws {
         process.executableURL = URL(fileURLWithPath: try neonAuthBinary())
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("NEON_") }
         env.merge(environment) { $1 }
         process.environment = env
-        let out = Pipe(), err = Pipe()
         process.standardInput = stdin
-        process.standardOutput = out
-        process.standardError = err
+        process.standardOutput = stdoutPipe
+        process.standardError = stderrPipe
         try process.run()
-        stdout = PipeCollector(out.fileHandleForReading)
-        stderr = PipeCollector(err.fileHandleForReading)
+        if collectOutput {
+            stdoutCollector = PipeCollector(stdoutPipe.fileHandleForReading)
+            stderrCollector = PipeCollector(stderrPipe.fileHandleForReading)
+        }
     }
 
     /// Writes raw bytes to stdin.
@@ -140,8 +149,8 @@ final class NeonAuthProcess {
             kill(process.processIdentifier, SIGKILL)
             return nil
         }
-        _ = stdout.waitClosed(timeout: 2)
-        _ = stderr.waitClosed(timeout: 2)
+        _ = stdoutCollector?.waitClosed(timeout: 2)
+        _ = stderrCollector?.waitClosed(timeout: 2)
         return process.terminationStatus
     }
 
