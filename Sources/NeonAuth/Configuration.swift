@@ -2,15 +2,26 @@ import JSONRPC
 
 /// neon-auth's start-up configuration, from flags and environment variables (flags win).
 public struct Configuration: Sendable, Equatable {
+    /// The environment requests use unless their profile names another.
+    public var defaultEnvironment = NeonEnvironment.production
+    /// Base URLs of the default environment (flags may point them elsewhere, e.g. a test fake).
     public var v1BaseURL = NeonEnvironment.production.v1BaseURL
     public var v2BaseURL = NeonEnvironment.production.v2BaseURL
+    /// `--credentials PATH`, if given.
+    public var credentialsPath: String?
     public var apiVersion = NeonAPIVersion.pinned
     /// NeonCRM's idle window, seconds.
     public var idleTimeout: Double = 1800
     /// Seconds before the idle window ends at which a session is no longer handed out.
     public var idleMargin: Double = 60
-    /// Total deadline of one NeonCRM call, seconds.
+    /// Total deadline of one `openSession`'s NeonCRM work (retries included), seconds.
     public var httpTimeout: Double = 10
+    /// Seconds without progress (connecting included) after which one HTTP attempt is abandoned.
+    public var connectTimeout: Double = 5
+    /// Seconds before a session goes stale in which a background refresh starts.
+    public var refreshAhead: Double = 120
+    /// Seconds a rejected credential fails fast without contacting NeonCRM (0: never cached).
+    public var rejectionCache: Double = 10
     /// Seconds allowed for logging out every session at exit.
     public var shutdownTimeout: Double = 3
     public var logLevel: LogLevel = .warn
@@ -35,7 +46,11 @@ public struct Configuration: Sendable, Equatable {
         ("--api-version", "NEON_AUTH_API_VERSION", "2.N", "NEON-API-VERSION sent by default (default: \(NeonAPIVersion.pinned))"),
         ("--idle-timeout", "NEON_AUTH_IDLE_TIMEOUT", "SECONDS", "NeonCRM's session idle window (default: 1800)"),
         ("--idle-margin", "NEON_AUTH_IDLE_MARGIN", "SECONDS", "stop handing out a session this long before its idle window ends (default: 60)"),
-        ("--http-timeout", "NEON_AUTH_HTTP_TIMEOUT", "SECONDS", "total deadline of one NeonCRM call (default: 10)"),
+        ("--credentials", "NEON_AUTH_CREDENTIALS", "PATH", "credentials file (default: $XDG_CONFIG_HOME or ~/.config, /neon-auth/credentials.json)"),
+        ("--http-timeout", "NEON_AUTH_HTTP_TIMEOUT", "SECONDS", "total deadline of one login, retries included (default: 10)"),
+        ("--connect-timeout", "NEON_AUTH_CONNECT_TIMEOUT", "SECONDS", "give up one HTTP attempt after this long without progress (default: 5)"),
+        ("--refresh-ahead", "NEON_AUTH_REFRESH_AHEAD", "SECONDS", "start a background login this long before a session goes stale (default: 120)"),
+        ("--rejection-cache", "NEON_AUTH_REJECTION_CACHE", "SECONDS", "fail fast this long after NeonCRM rejected a credential (default: 10; 0 = off)"),
         ("--shutdown-timeout", "NEON_AUTH_SHUTDOWN_TIMEOUT", "SECONDS", "time allowed to log out every session at exit (default: 3)"),
         ("--log-level", "NEON_AUTH_LOG_LEVEL", "LEVEL", "error, warn, info or debug (default: warn); logs go to stderr"),
         ("--max-message-bytes", "NEON_AUTH_MAX_MESSAGE_BYTES", "BYTES", "longest request line accepted (default: 1048576)"),
@@ -104,6 +119,7 @@ public struct Configuration: Sendable, Equatable {
         if let (raw, source) = value("--trial") {
             switch raw.lowercased() {
             case "1", "true", "yes", "on":
+                config.defaultEnvironment = .trial
                 config.v1BaseURL = NeonEnvironment.trial.v1BaseURL
                 config.v2BaseURL = NeonEnvironment.trial.v2BaseURL
             case "0", "false", "no", "off": break
@@ -127,6 +143,10 @@ public struct Configuration: Sendable, Equatable {
         if let s = try seconds("--idle-margin", allowZero: true) { config.idleMargin = s }
         if let s = try seconds("--http-timeout") { config.httpTimeout = s }
         if let s = try seconds("--shutdown-timeout") { config.shutdownTimeout = s }
+        if let s = try seconds("--connect-timeout") { config.connectTimeout = s }
+        if let s = try seconds("--refresh-ahead", allowZero: true) { config.refreshAhead = s }
+        if let s = try seconds("--rejection-cache", allowZero: true) { config.rejectionCache = s }
+        if let (raw, _) = value("--credentials") { config.credentialsPath = raw }
         if values["--idle-margin"] == nil && environment["NEON_AUTH_IDLE_MARGIN"] == nil {
             config.idleMargin = min(config.idleMargin, config.idleTimeout / 10)
         }

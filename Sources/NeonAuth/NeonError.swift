@@ -16,7 +16,8 @@ public struct NeonV1Error: Sendable, Equatable {
 /// Why a NeonCRM call failed.
 public enum NeonError: Error, Sendable, Equatable {
     /// NeonCRM answered FAIL for the credentials (wrong org ID or API key, or no permission).
-    case credentialsRejected([NeonV1Error])
+    /// `cachedFor` is set (seconds left) when the pool answered from its memory of a rejection.
+    case credentialsRejected([NeonV1Error], cachedFor: Double? = nil)
     /// NeonCRM could not be reached, or said it is unavailable (HTTP 5xx/429, v1 errors 1 and 2).
     case unavailable(httpStatus: Int?, errors: [NeonV1Error])
     /// No whole answer arrived within the deadline.
@@ -56,9 +57,15 @@ extension NeonError {
             })
         }
         switch self {
-        case .credentialsRejected(let errors):
+        case .credentialsRejected(let errors, nil):
             return RPCError(.credentialsRejected, "NeonCRM rejected the credentials",
                             data: ["errors": errorList(errors), "retryable": false])
+        case .credentialsRejected(let errors, let remaining?):
+            let seconds = formatSeconds((remaining * 10).rounded(.up) / 10)
+            return RPCError(.credentialsRejected,
+                            "NeonCRM rejected the credentials (cached rejection: not retried for another \(seconds) s)",
+                            data: ["errors": errorList(errors), "retryable": false, "cached": true,
+                                   "retryAfterSeconds": .number(seconds)])
         case .unavailable(let status, let errors):
             var data: JSONObject = ["retryable": true]
             if let status { data["httpStatus"] = .number(String(status)) }

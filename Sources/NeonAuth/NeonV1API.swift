@@ -102,7 +102,7 @@ public enum NeonV1Parser {
             if errors.contains(where: { transientCodes.contains($0.code) }) {
                 throw .unavailable(httpStatus: nil, errors: errors)
             }
-            throw .credentialsRejected(errors)
+            throw .credentialsRejected(errors, cachedFor: nil)
         default:
             throw .unexpectedResponse(reason: "operationResult is neither SUCCESS nor FAIL", httpStatus: status)
         }

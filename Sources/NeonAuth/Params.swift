@@ -18,6 +18,14 @@ struct Params {
         }
     }
 
+    /// Whether the member is present (and not `null`).
+    func has(_ name: String) -> Bool {
+        switch object[name] {
+        case nil, .null?: return false
+        default: return true
+        }
+    }
+
     /// A required string member.
     func string(_ name: String) throws(RPCError) -> String {
         guard let value = object[name] else { throw .invalidParams("Invalid params: \(name) is required", field: name) }

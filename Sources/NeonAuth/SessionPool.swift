@@ -1,7 +1,15 @@
-/// Logs in and out of NeonCRM API v1 for the session pool. The seam that tests replace.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Logs in and out of NeonCRM API v1 for the session pool: one attempt per call. The seam
+/// that tests replace.
 public protocol SessionBackend: Sendable {
     /// Logs `key`'s credential in at `key.v1BaseURL` and returns the new user session ID.
-    func login(_ key: SessionPool.Key) async throws(NeonError) -> Secret
+    /// - Parameter timeout: seconds allowed for this attempt.
+    func login(_ key: SessionPool.Key, timeout: Double) async throws(NeonError) -> Secret
     /// Logs the session out.
     func logout(_ key: SessionPool.Key, sessionId: Secret) async throws(NeonError)
 }
@@ -22,11 +30,16 @@ public enum SessionPoolError: Error, Sendable, Equatable {
 /// - A session is *used* when it is handed out or released. One unused for
 ///   `idleTimeout - idleMargin` seconds is stale: never handed out again. NeonCRM fact
 ///   (../shared/neoncrm-auth.md, "Session lifetime"): sessions expire after 30 minutes of inactivity.
-/// - A stale or replaced session leaves the pool's hand-out slot at once; it is logged out as soon
-///   as nobody holds it (at once if nobody does).
+/// - Refresh ahead: when a session handed out is within `refreshAhead` seconds of going stale, one
+///   background login starts; callers keep getting the current session until the new one is ready.
+/// - A stale or replaced session leaves the hand-out slot at once; it is logged out as soon as
+///   nobody holds it (at once if nobody does).
 /// - `replace` drops the named session only if it is still the current one (compare-and-swap) and
 ///   releases the caller's hold on it; all concurrent replacers share the one new login.
 /// - `close` releases a hold; with `logout` it logs the session out at once, whoever holds it.
+/// - Logins are retried on transient failures (unreachable, timeout, HTTP 5xx/429, v1 errors 1
+///   and 2) with capped exponential backoff and full jitter, within `loginDeadline`. A rejected
+///   credential is remembered for `rejectionTTL` seconds and fails fast meanwhile.
 public actor SessionPool {
     /// What identifies one pooled user: two API keys of one org never share a session.
     public struct Key: Hashable, Sendable {
@@ -38,7 +51,35 @@ public actor SessionPool {
         }
     }
 
-    /// The result of ``open(_:replace:)``.
+    /// Non-secret description of who opened a session, for `status`.
+    public struct Label: Sendable, Equatable {
+        public var profile: String?
+        public var environment: String
+        public init(profile: String? = nil, environment: String = "production") {
+            self.profile = profile
+            self.environment = environment
+        }
+    }
+
+    /// Timing policy of the pool (seconds).
+    public struct Policy: Sendable {
+        /// NeonCRM's idle window (1800 in production).
+        public var idleTimeout: Double = 1800
+        /// Safety margin before the idle window ends, `0 <= idleMargin < idleTimeout`.
+        public var idleMargin: Double = 60
+        /// Advisory window before staleness in which a background refresh starts.
+        public var refreshAhead: Double = 120
+        /// Total time one login may take, retries included.
+        public var loginDeadline: Double = 10
+        /// First retry delay; doubles each retry up to `maxBackoff`; full jitter.
+        public var baseBackoff: Double = 0.2
+        public var maxBackoff: Double = 2
+        /// How long a rejected credential fails fast without contacting NeonCRM.
+        public var rejectionTTL: Double = 10
+        public init() {}
+    }
+
+    /// The result of ``open(_:label:replace:)``.
     public struct Opened: Sendable, Equatable {
         public var userSessionId: Secret
         /// `true` when the pooled session was handed out with no login.
@@ -47,19 +88,22 @@ public actor SessionPool {
 
     /// Counters since start-up.
     public struct Counters: Sendable, Equatable {
-        public var logins = 0, loginFailures = 0, reuses = 0, replaces = 0, logouts = 0, logoutFailures = 0
+        public var logins = 0, loginFailures = 0, loginRetries = 0, reuses = 0, replaces = 0, logouts = 0, logoutFailures = 0
+        public var rejectionsServedFromCache = 0
     }
 
     private final class Record {
         let id: Secret
         let key: Key
+        let label: Label
         let createdAt: Double
         var lastUsed: Double
         var holders = 0
         var isCurrent = true
-        init(id: Secret, key: Key, now: Double) {
+        init(id: Secret, key: Key, label: Label, now: Double) {
             self.id = id
             self.key = key
+            self.label = label
             createdAt = now
             lastUsed = now
         }
@@ -72,14 +116,13 @@ public actor SessionPool {
 
     private let backend: any SessionBackend
     private let clock: @Sendable () -> Double
-    /// Seconds after which NeonCRM drops an unused session.
-    public nonisolated let idleTimeout: Double
-    /// Seconds before `idleTimeout` at which neon-auth stops handing a session out.
-    public nonisolated let idleMargin: Double
+    /// The timing policy.
+    public nonisolated let policy: Policy
 
     private var current: [Key: Record] = [:]
     private var records: [Secret: Record] = [:]
     private var flights: [Key: Flight] = [:]
+    private var rejected: [Key: (until: Double, errors: [NeonV1Error])] = [:]
     private var nextToken = 0
     private var shuttingDown = false
     private var sweeper: Task<Void, Never>?
@@ -89,27 +132,27 @@ public actor SessionPool {
 
     /// - Parameters:
     ///   - backend: performs logins and logouts.
-    ///   - idleTimeout: NeonCRM's idle window in seconds (1800 in production).
-    ///   - idleMargin: safety margin in seconds, `0 <= idleMargin < idleTimeout`.
+    ///   - policy: timing policy.
     ///   - clock: monotonic seconds; injected by tests.
-    public init(backend: any SessionBackend, idleTimeout: Double, idleMargin: Double,
-                clock: @escaping @Sendable () -> Double = monotonicSeconds) {
+    public init(backend: any SessionBackend, policy: Policy, clock: @escaping @Sendable () -> Double = monotonicSeconds) {
         self.backend = backend
-        self.idleTimeout = idleTimeout
-        self.idleMargin = idleMargin
+        self.policy = policy
         self.clock = clock
     }
 
+    private func idleSeconds(_ record: Record, now: Double) -> Double { now - record.lastUsed }
     private func isFresh(_ record: Record, now: Double) -> Bool {
-        now - record.lastUsed < idleTimeout - idleMargin
+        idleSeconds(record, now: now) < policy.idleTimeout - policy.idleMargin
     }
 
     /// Hands out a session for `key`, adding a holder.
     /// - Parameters:
     ///   - key: the user and host.
+    ///   - label: who asks (profile, environment), kept for `status`.
     ///   - replace: a session the caller found invalid (NeonCRM error 4); dropped if still current.
-    /// - Throws: `NeonError` when a needed login fails.
-    public func open(_ key: Key, replace: Secret? = nil) async throws(NeonError) -> Opened {
+    /// - Throws: `NeonError` when a needed login fails (`.credentialsRejected` with `cachedFor`
+    ///   set when the rejection was remembered).
+    public func open(_ key: Key, label: Label = Label(), replace: Secret? = nil) async throws(NeonError) -> Opened {
         if let replace, let old = records[replace], old.key == key {
             if old.holders > 0 { old.holders -= 1 }
             if old.isCurrent {
@@ -124,6 +167,10 @@ public actor SessionPool {
             let now = clock()
             if let record = current[key] {
                 if isFresh(record, now: now) {
+                    if idleSeconds(record, now: now) >= policy.idleTimeout - policy.idleMargin - policy.refreshAhead,
+                       flights[key] == nil {
+                        _ = startFlight(for: key, label: label)  // refresh ahead, in the background
+                    }
                     record.holders += 1
                     record.lastUsed = now
                     counters.reuses += 1
@@ -131,7 +178,14 @@ public actor SessionPool {
                 }
                 retire(record)
             }
-            let flight = flights[key] ?? startFlight(for: key)
+            if let cached = rejected[key] {
+                if cached.until > now {
+                    counters.rejectionsServedFromCache += 1
+                    throw .credentialsRejected(cached.errors, cachedFor: cached.until - now)
+                }
+                rejected[key] = nil
+            }
+            let flight = flights[key] ?? startFlight(for: key, label: label)
             let id: Secret
             do {
                 id = try await flight.task.value
@@ -148,17 +202,16 @@ public actor SessionPool {
         throw .unexpectedResponse(reason: "sessions were invalidated faster than they could be handed out", httpStatus: 200)
     }
 
-    private func startFlight(for key: Key) -> Flight {
+    private func startFlight(for key: Key, label: Label) -> Flight {
         nextToken += 1
         let token = nextToken
-        let backend = self.backend
         let task = Task<Secret, any Error> {
             do throws(NeonError) {
-                let id = try await backend.login(key)
-                try self.install(id, for: key, token: token)
+                let id = try await self.loginWithRetries(key)
+                try self.install(id, for: key, label: label, token: token)
                 return id
             } catch {
-                self.flightEnded(for: key, token: token, failed: error != .cancelled || !self.shuttingDown)
+                self.flightFailed(for: key, token: token, error: error)
                 throw error
             }
         }
@@ -167,23 +220,49 @@ public actor SessionPool {
         return flight
     }
 
-    private func install(_ id: Secret, for key: Key, token: Int) throws(NeonError) {
+    /// One login, retried on transient failures within the login deadline.
+    private func loginWithRetries(_ key: Key) async throws(NeonError) -> Secret {
+        let deadline = clock() + policy.loginDeadline
+        var attempt = 0
+        while true {
+            let remaining = deadline - clock()
+            guard remaining > 0 else { throw .timedOut }
+            do {
+                return try await backend.login(key, timeout: remaining)
+            } catch {
+                guard error.isTransient, !shuttingDown, !Task.isCancelled else { throw error }
+                let ceiling = min(policy.maxBackoff, policy.baseBackoff * Double(1 << min(attempt, 20)))
+                let delay = Double.random(in: 0...ceiling)
+                guard clock() + delay < deadline else { throw error }
+                attempt += 1
+                counters.loginRetries += 1
+                try? await Task.sleep(nanoseconds: UInt64(delay * 1e9))
+                if Task.isCancelled { throw .cancelled }
+            }
+        }
+    }
+
+    private func install(_ id: Secret, for key: Key, label: Label, token: Int) throws(NeonError) {
         counters.logins += 1
-        flightEnded(for: key, token: token, failed: false)
+        if flights[key]?.token == token { flights[key] = nil }
         if shuttingDown {
             // Nobody can reach it any more: do not leave it logged in.
             logOutInBackground(id, key: key)
             throw .cancelled
         }
         if let previous = current[key] { retire(previous) }
-        let record = Record(id: id, key: key, now: clock())
+        let record = Record(id: id, key: key, label: label, now: clock())
         current[key] = record
         records[id] = record
     }
 
-    private func flightEnded(for key: Key, token: Int, failed: Bool) {
+    private func flightFailed(for key: Key, token: Int, error: NeonError) {
         if flights[key]?.token == token { flights[key] = nil }
-        if failed { counters.loginFailures += 1 }
+        if error == .cancelled { return }
+        counters.loginFailures += 1
+        if case .credentialsRejected(let errors, _) = error, policy.rejectionTTL > 0 {
+            rejected[key] = (clock() + policy.rejectionTTL, errors)
+        }
     }
 
     /// Takes `record` out of the hand-out slot; logs it out now if nobody holds it.
@@ -196,6 +275,7 @@ public actor SessionPool {
     private func discard(_ record: Record) {
         records[record.id] = nil
         if current[record.key] === record { current[record.key] = nil }
+        record.isCurrent = false
         logOutInBackground(record.id, key: record.key)
     }
 
@@ -221,6 +301,9 @@ public actor SessionPool {
     }
 
     /// Releases one hold on a session, or with `logout` logs it out at once.
+    ///
+    /// Racing with a login or refresh for the same key: a close names an ID, so it only ever
+    /// affects that session; a refresh that completes later installs its new session as usual.
     /// - Returns: whether the session was logged out at NeonCRM by this call.
     /// - Throws: `SessionPoolError`.
     public func close(_ id: Secret, logout: Bool) async throws(SessionPoolError) -> Bool {
@@ -239,6 +322,17 @@ public actor SessionPool {
             return await performLogout(id, key: record.key)
         }
         return false
+    }
+
+    /// Logs out, at once and whoever holds them, every session of these credentials (their
+    /// key changed or vanished from the credentials file).
+    /// - Returns: how many sessions were dropped.
+    @discardableResult
+    public func evict(_ credentials: Set<Credential>) -> Int {
+        let doomed = records.values.filter { credentials.contains($0.key.credential) }
+        for record in doomed { discard(record) }
+        for key in flights.keys where credentials.contains(key.credential) { flights[key]?.task.cancel() }
+        return doomed.count
     }
 
     /// Logs out every pooled session nobody holds whose idle window has ended.
@@ -276,7 +370,7 @@ public actor SessionPool {
         let pending = Array(backgroundLogouts.values)
         if all.isEmpty && pending.isEmpty { return (0, 0) }
         let backend = self.backend
-        enum Outcome: Sendable { case loggedOut(Bool), deadline }
+        enum Outcome: Sendable { case loggedOut(Bool), pendingDone, deadline }
         var loggedOut = 0, finished = 0
         await withTaskGroup(of: Outcome.self) { group in
             for record in all {
@@ -290,48 +384,59 @@ public actor SessionPool {
                     }
                 }
             }
-            for task in pending { group.addTask { await task.value; return .loggedOut(false) } }
+            for task in pending { group.addTask { await task.value; return .pendingDone } }
             group.addTask {
                 try? await Task.sleep(nanoseconds: UInt64(deadline * 1e9))
                 return .deadline
             }
             for await outcome in group {
-                guard case .loggedOut(let ok) = outcome else { break }
-                finished += 1
-                if ok { loggedOut += 1 }
-                if finished == all.count + pending.count { break }
+                switch outcome {
+                case .deadline: break
+                case .pendingDone: finished += 1; continue
+                case .loggedOut(let ok): finished += 1; if ok { loggedOut += 1 }; continue
+                }
+                break
             }
             group.cancelAll()
         }
         counters.logouts += loggedOut
+        counters.logoutFailures += all.count - loggedOut
         return (loggedOut, all.count - loggedOut)
     }
 
-    /// A view of the pool without secrets, for status and tests.
+    /// A view of one session without secrets, for `status` and tests.
     public struct SessionInfo: Sendable, Equatable {
         public var orgId: String
-        public var v1BaseURL: String
+        public var label: Label
         public var holders: Int
         public var ageSeconds: Double
         public var idleSeconds: Double
+        /// A background login for this key is running.
+        public var refreshing: Bool
+        /// It is the session handed out for its key (not a stale one still held).
         public var current: Bool
     }
 
-    /// Every session the pool knows, without secrets.
+    /// Every session the pool knows, without secrets, oldest first per org.
     public func sessions() -> [SessionInfo] {
         let now = clock()
         return records.values.map {
-            SessionInfo(orgId: $0.key.credential.orgId, v1BaseURL: $0.key.v1BaseURL, holders: $0.holders,
-                        ageSeconds: now - $0.createdAt, idleSeconds: now - $0.lastUsed, current: $0.isCurrent)
-        }.sorted { ($0.orgId, $0.ageSeconds) < ($1.orgId, $1.ageSeconds) }
+            SessionInfo(orgId: $0.key.credential.orgId, label: $0.label, holders: $0.holders,
+                        ageSeconds: now - $0.createdAt, idleSeconds: now - $0.lastUsed,
+                        refreshing: $0.isCurrent && flights[$0.key] != nil, current: $0.isCurrent)
+        }.sorted { ($0.orgId, -$0.ageSeconds) < ($1.orgId, -$1.ageSeconds) }
     }
 }
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+extension NeonError {
+    /// Whether a login failing this way may succeed if tried again soon.
+    var isTransient: Bool {
+        switch self {
+        case .unavailable, .timedOut: return true
+        case .credentialsRejected, .unexpectedResponse, .cancelled: return false
+        }
+    }
+}
 
 /// Seconds on the monotonic clock (not affected by wall-clock changes).
 @Sendable public func monotonicSeconds() -> Double {
@@ -343,18 +448,19 @@ import Darwin
 /// The production backend: API v1 over HTTP.
 public struct HTTPSessionBackend: SessionBackend {
     public var http: any HTTPClient
-    public var timeout: Double
+    /// Deadline of one logout, seconds.
+    public var logoutTimeout: Double
 
-    public init(http: any HTTPClient, timeout: Double) {
+    public init(http: any HTTPClient, logoutTimeout: Double) {
         self.http = http
-        self.timeout = timeout
+        self.logoutTimeout = logoutTimeout
     }
 
-    public func login(_ key: SessionPool.Key) async throws(NeonError) -> Secret {
+    public func login(_ key: SessionPool.Key, timeout: Double) async throws(NeonError) -> Secret {
         try await NeonV1API(baseURL: key.v1BaseURL, http: http, timeout: timeout).login(key.credential)
     }
 
     public func logout(_ key: SessionPool.Key, sessionId: Secret) async throws(NeonError) {
-        try await NeonV1API(baseURL: key.v1BaseURL, http: http, timeout: timeout).logout(sessionId)
+        try await NeonV1API(baseURL: key.v1BaseURL, http: http, timeout: logoutTimeout).logout(sessionId)
     }
 }

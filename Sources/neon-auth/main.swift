@@ -42,20 +42,30 @@ _ = fcntl(protocolFD, F_SETFD, FD_CLOEXEC)
 _ = dup2(2, 1)
 
 let log = Logger(level: configuration.logLevel)
-let http = URLSessionHTTPClient(connectTimeout: configuration.httpTimeout)
-let pool = SessionPool(backend: HTTPSessionBackend(http: http, timeout: configuration.httpTimeout),
-                       idleTimeout: configuration.idleTimeout, idleMargin: configuration.idleMargin)
-let service = NeonAuthService(
-    settings: ServiceSettings(v1BaseURL: configuration.v1BaseURL, v2BaseURL: configuration.v2BaseURL,
-                              apiVersion: configuration.apiVersion, httpTimeout: configuration.httpTimeout),
-    pool: pool, log: log)
+let http = URLSessionHTTPClient(connectTimeout: configuration.connectTimeout)
+var policy = SessionPool.Policy()
+policy.idleTimeout = configuration.idleTimeout
+policy.idleMargin = configuration.idleMargin
+policy.refreshAhead = configuration.refreshAhead
+policy.loginDeadline = configuration.httpTimeout
+policy.rejectionTTL = configuration.rejectionCache
+let pool = SessionPool(backend: HTTPSessionBackend(http: http, logoutTimeout: configuration.httpTimeout), policy: policy)
+let credentials = CredentialStore(flagPath: configuration.credentialsPath, environment: ProcessInfo.processInfo.environment) { retired in
+    // A profile's key changed or vanished from the credentials file: its sessions go.
+    Task { await pool.evict(Set(retired)) }
+    log.info("credentials file changed: logging out sessions of \(retired.count) retired key(s) (orgs: \(Set(retired.map(\.orgId)).sorted().joined(separator: ", ")))")
+}
+let counters = ServiceCounters()
+let service = NeonAuthService(settings: ServiceSettings(configuration), pool: pool, credentials: credentials,
+                              counters: counters, log: log)
 let lifecycle = Lifecycle(pool: pool, log: log, shutdownTimeout: configuration.shutdownTimeout,
                           inFlightTimeout: configuration.httpTimeout + 1)
 let output = OutputSink(fd: protocolFD) { DetachedThread.start { lifecycle.shutdown(.outputClosed) } }
 let handlers = service.handlers.merging(
     LSPCompatibility.handlers(name: "neon-auth", version: Configuration.version) { lifecycle.shutdown(.endOfInput) }
 ) { ours, _ in ours }
-let server = StdioServer(inputFD: 0, output: output, dispatcher: Dispatcher(handlers: handlers),
+let dispatcher = Dispatcher(handlers: handlers) { method, error in counters.record(method: method, error: error) }
+let server = StdioServer(inputFD: 0, output: output, dispatcher: dispatcher,
                          maxMessageBytes: configuration.maxMessageBytes)
 lifecycle.server = server
 lifecycle.output = output

@@ -37,8 +37,9 @@ struct BasicAuthTests {
     @Test("sign returns the header, the pinned version and the v2 base URL")
     func signResult() throws {
         let service = NeonAuthService(
-            settings: ServiceSettings(v1BaseURL: "https://v1.example", v2BaseURL: "https://v2.example/v2", apiVersion: "2.9", httpTimeout: 5),
-            pool: SessionPool(backend: FakeBackend(), idleTimeout: 1800, idleMargin: 60))
+            settings: ServiceSettings(defaultEndpoints: Endpoints(v1BaseURL: "https://v1.example", v2BaseURL: "https://v2.example/v2", environment: "custom"),
+                                      apiVersion: "2.9", httpTimeout: 5),
+            pool: SessionPool(backend: FakeBackend(), policy: SessionPool.Policy()))
         let result = try service.sign(["orgId": "acme", "apiKey": "k"])
         let expected = "Basic " + Data("acme:k".utf8).base64EncodedString()
         #expect(result["authorization"] == .string(expected))
@@ -63,11 +64,13 @@ struct BasicAuthTests {
             (["orgId": "acme", "apiKey": 42], "apiKey"),
             (["orgId": "acme", "apiKey": "SECRETKEY", "apiVersion": "3.0"], "apiVersion"),
             (["orgId": "acme", "apiKey": "SECRETKEY", "apikey": "SECRETKEY"], "apikey"),
+            (["orgId": "acme", "apiKey": "SECRETKEY", "profile": "p"], "profile"),
           ] as [(JSONValue, String)])
     func invalidParams(params: JSONValue, field: String) {
         let service = NeonAuthService(
-            settings: ServiceSettings(v1BaseURL: "https://v1", v2BaseURL: "https://v2", apiVersion: "2.11", httpTimeout: 5),
-            pool: SessionPool(backend: FakeBackend(), idleTimeout: 1800, idleMargin: 60))
+            settings: ServiceSettings(defaultEndpoints: Endpoints(v1BaseURL: "https://v1", v2BaseURL: "https://v2", environment: "custom"),
+                                      apiVersion: "2.11", httpTimeout: 5),
+            pool: SessionPool(backend: FakeBackend(), policy: SessionPool.Policy()))
         do {
             _ = try service.sign(params)
             Issue.record("expected -32602 for \(field)")

@@ -11,11 +11,13 @@ final class FakeBackend: SessionBackend {
         var gate: [CheckedContinuation<Void, Never>] = []
         var holdLogins = false
         var nextId = 0
+        var attempts = 0
     }
 
     let state = Mutex(State())
 
     var logins: Int { state.withLock { $0.logins } }
+    var attempts: Int { state.withLock { $0.attempts } }
     var loggedOut: [String] { state.withLock { $0.loggedOut } }
     var waitingLogins: Int { state.withLock { $0.gate.count } }
 
@@ -34,7 +36,8 @@ final class FakeBackend: SessionBackend {
 
     func failNextLogin(with error: NeonError) { state.withLock { $0.failNext.append(error) } }
 
-    func login(_ key: SessionPool.Key) async throws(NeonError) -> Secret {
+    func login(_ key: SessionPool.Key, timeout: Double) async throws(NeonError) -> Secret {
+        state.withLock { $0.attempts += 1 }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let hold = state.withLock { s -> Bool in
                 if s.holdLogins { s.gate.append(continuation) }

@@ -7,8 +7,15 @@ struct SessionPoolTests {
     let clock = ManualClock()
     let acme = SessionPool.Key(v1BaseURL: "https://v1", credential: Credential(orgId: "acme", apiKey: Secret("key-1")))
 
-    func makePool(idle: Double = 1800, margin: Double = 60) -> SessionPool {
-        SessionPool(backend: backend, idleTimeout: idle, idleMargin: margin, clock: clock.function)
+    func makePool(idle: Double = 1800, margin: Double = 60, refreshAhead: Double = 0, rejectionTTL: Double = 0) -> SessionPool {
+        var policy = SessionPool.Policy()
+        policy.idleTimeout = idle
+        policy.idleMargin = margin
+        policy.refreshAhead = refreshAhead
+        policy.rejectionTTL = rejectionTTL
+        policy.baseBackoff = 0.001
+        policy.maxBackoff = 0.005
+        return SessionPool(backend: backend, policy: policy, clock: clock.function)
     }
 
     /// Waits (bounded) for background logouts to reach `count`.
