@@ -13,8 +13,10 @@ struct Params {
         case .object(let o)?: object = o
         default: throw RPCError(.invalidParams, "Invalid params: params must be an object (by name)")
         }
-        for member in object.members where !allowed.contains(member.key) {
-            throw .invalidParams("Invalid params: unknown member '\(Self.printable(member.key))'", field: Self.printable(member.key))
+        // The unknown name is not echoed: a pasted key could be sitting in its place.
+        if object.members.contains(where: { !allowed.contains($0.key) }) {
+            let known = allowed.isEmpty ? "this method takes no params" : "known members: " + allowed.sorted().joined(separator: ", ")
+            throw RPCError(.invalidParams, "Invalid params: unknown member (\(known))")
         }
     }
 

@@ -224,12 +224,14 @@ public actor SessionPool {
     private func loginWithRetries(_ key: Key) async throws(NeonError) -> Secret {
         let deadline = clock() + policy.loginDeadline
         var attempt = 0
+        var lastError: NeonError? = nil
         while true {
             let remaining = deadline - clock()
-            guard remaining > 0 else { throw .timedOut }
+            guard remaining > 0 else { throw lastError ?? .timedOut }
             do {
                 return try await backend.login(key, timeout: remaining)
             } catch {
+                lastError = error
                 guard error.isTransient, !shuttingDown, !Task.isCancelled else { throw error }
                 let ceiling = min(policy.maxBackoff, policy.baseBackoff * Double(1 << min(attempt, 20)))
                 let delay = Double.random(in: 0...ceiling)

@@ -40,7 +40,7 @@ struct ProtocolTests {
         {"jsonrpc":"2.0","method":"nope"}
         {"jsonrpc":"2.0","method":"sign","params":{"orgId":"o"}}
         {"jsonrpc":"2.0","id":5,"method":"sign","params":"x"}
-        {"jsonrpc":"2.0","id":6,"method":"sign","params":null,"extra":1}
+        {"jsonrpc":"2.0","id":6,"method":"closeSession","params":null,"extra":1}
         {"jsonrpc":"2.0","method":7}
         []
 
@@ -53,7 +53,7 @@ struct ProtocolTests {
             #"{"jsonrpc":"2.0","id":3,"error":{"code":-32601,"message":"Method not found"}}"#,
             #"{"jsonrpc":"2.0","id":4,"error":{"code":-32602,"message":"Invalid params: apiKey is required","data":{"field":"apiKey"}}}"#,
             #"{"jsonrpc":"2.0","id":5,"error":{"code":-32600,"message":"Invalid Request: params must be an object or an array"}}"#,
-            #"{"jsonrpc":"2.0","id":6,"error":{"code":-32602,"message":"Invalid params: orgId is required","data":{"field":"orgId"}}}"#,
+            #"{"jsonrpc":"2.0","id":6,"error":{"code":-32602,"message":"Invalid params: userSessionId is required","data":{"field":"userSessionId"}}}"#,
             #"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Invalid Request: method must be a string"}}"#,
             #"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Invalid Request: empty batch"}}"#,
         ])

@@ -134,21 +134,70 @@ struct SessionFlowTests {
         expectNoSecret(neon.stderr.text, [acmeKey])
     }
 
-    @Test("NeonCRM faults map to distinct, retryable errors", arguments: [
-        ("http500", -32002, true), ("html", -32004, false), ("empty", -32004, false),
-        ("success_no_id", -32004, false), ("error2", -32002, true),
+    @Test("NeonCRM answers it should not give: -32004 at once, not retried, pool unchanged", arguments: [
+        "html", "empty", "nonjson", "success_no_id",
     ])
-    func faults(mode: String, code: Int, retryable: Bool) throws {
+    func unexpectedAnswers(mode: String) throws {
         let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
         try fake.control("mode", body: #"{"login":"\#(mode)","count":1}"#)
         let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments)
         neon.send(#"{"jsonrpc":"2.0","id":1,"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"#)
         let r = try neon.response()
-        #expect(r["error"]?["code"] == .number(String(code)))
-        #expect(r["error"]?["data"]?["retryable"] == .bool(retryable))
+        #expect(r["error"]?["code"] == .number("-32004"))
+        #expect(r["error"]?["message"]?.stringValue?.hasPrefix("Unexpected response from NeonCRM") == true)
+        #expect(r["error"]?["data"]?["retryable"] == false)
+        #expect(try fake.count("loginAttempts", org: "acme") == 1)
         // The pool is unchanged: the next open logs in normally.
         neon.send(#"{"jsonrpc":"2.0","id":2,"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"#)
         #expect(try neon.response()["result"]?["reused"] == false)
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
+    }
+
+    @Test("transient faults are retried: one 5xx, 429, reset or v1 error 1/2 costs a retry, not an error", arguments: [
+        "http500", "http429", "reset", "error1", "error2",
+    ])
+    func transientRetried(mode: String) throws {
+        let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
+        try fake.control("mode", body: #"{"login":"\#(mode)","count":2}"#)
+        let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments)
+        neon.send(#"{"jsonrpc":"2.0","id":1,"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"#)
+        #expect(try neon.response()["result"]?["reused"] == false)
+        #expect(try fake.count("loginAttempts", org: "acme") == 3)
+        #expect(try fake.count("logins", org: "acme") == 1)
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
+    }
+
+    @Test("NeonCRM down for longer than the deadline: -32002, retryable, answered within the deadline")
+    func persistentOutage() throws {
+        let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
+        try fake.control("mode", body: #"{"login":"http500"}"#)
+        let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments + ["--http-timeout", "1.5"])
+        let start = Date()
+        neon.send(#"{"jsonrpc":"2.0","id":1,"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"#)
+        let r = try neon.response()
+        let elapsed = Date().timeIntervalSince(start)
+        #expect(r["error"]?["code"] == .number("-32002"))
+        #expect(r["error"]?["data"]?["retryable"] == true)
+        #expect(r["error"]?["data"]?["httpStatus"] == .number("500"))
+        #expect(elapsed < 3.0)
+        #expect(try fake.count("loginAttempts", org: "acme") >= 2)
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
+    }
+
+    @Test("a rejected key fails fast from the cache: one login attempt for many opens")
+    func rejectionCached() throws {
+        let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
+        let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments)
+        for id in 1...5 {
+            neon.send(#"{"jsonrpc":"2.0","id":\#(id),"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-wrong"}}"#)
+            let r = try neon.response()
+            #expect(r["error"]?["code"] == .number("-32001"))
+            #expect(r["error"]?["data"]?["cached"] == (id == 1 ? nil : .bool(true)))
+        }
+        #expect(try fake.count("loginAttempts", org: "acme") == 1)
         neon.closeInput()
         #expect(neon.waitForExit() == 0)
     }

@@ -1,0 +1,94 @@
+"""The built binary against the document: rpc.discover, method coverage, framing.
+
+Every exchange made here through the recording client is also checked against
+the document when the test ends (see conftest.start_client).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from conftest import KEY, ORG
+from neon_auth_contract import Contract
+from neon_auth_harness import read_lsp_message, spawn_raw, wait_exit
+
+UNDOCUMENTED = [
+    "signRequest", "login", "logout", "Sign", "SIGN", "sign ", "open_session", "opensession",
+    "OpenSession", "close_session", "refresh", "getStatus", "discover", "rpc.foo", "rpc.Discover",
+    "rpc.describe", "rpc.discover.", "$/cancelRequest", "textDocument/didOpen", "initialise", "",
+]
+
+
+def test_version_matches_document(binary, contract: Contract):
+    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"neon-auth {contract.doc['info']['version']}"
+
+
+def test_rpc_discover_returns_the_document(start_client, contract: Contract):
+    client = start_client()
+    result, code, _ = client.call_code("rpc.discover")
+    assert code is None, f"rpc.discover answered error {code}"
+    assert result == contract.doc, "rpc.discover must return exactly schemas/openrpc.json"
+
+
+@pytest.mark.parametrize("name", sorted(Contract().methods))
+def test_documented_method_is_served(name, start_client, contract: Contract):
+    client = start_client()
+    if name == "exit":
+        client.notify("exit")
+        assert wait_exit(client._proc, 10) == 0, "exit must end the process with status 0"
+        return
+    # Empty params: every method answers them without touching NeonCRM (the credential
+    # methods find no credentials in the isolated environment).
+    _, code, _ = client.call_code(name)
+    assert code != -32601, f"{name} is documented but the binary answers -32601 (method not found)"
+
+
+def test_undocumented_methods_are_not_found(start_client, contract: Contract):
+    client = start_client()
+    wrong = {}
+    for name in UNDOCUMENTED:
+        assert name not in contract.methods
+        _, code, _ = client.call_code(name, orgId=ORG, apiKey=KEY)
+        if code != -32601:
+            wrong[name] = code
+    assert not wrong, f"undocumented names not answered -32601: {wrong}"
+    # A notification for an unknown method is ignored: nothing is answered.
+    assert client.send_raw(json.dumps({"jsonrpc": "2.0", "method": "rpc.foo"}), expect_response=False) is None
+
+
+def test_content_length_framing(binary, fake, isolated_env, contract: Contract):
+    proc = spawn_raw(binary, [*fake.args()], env=isolated_env)
+    try:
+        def send(message):
+            body = json.dumps(message).encode("utf-8")
+            proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            proc.stdin.flush()
+            return body
+
+        requests = [
+            {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"processId": None, "capabilities": {}}},
+            {"jsonrpc": "2.0", "id": 2, "method": "sign", "params": {"orgId": ORG, "apiKey": KEY}},
+            {"jsonrpc": "2.0", "id": 3, "method": "sign", "params": {"orgId": ORG}},
+            [{"jsonrpc": "2.0", "id": 4, "method": "closeSession", "params": {"userSessionId": "nope"}},
+             {"jsonrpc": "2.0", "method": "initialized"}],
+            {"jsonrpc": "2.0", "id": 5, "method": "shutdown"},
+        ]
+        problems = []
+        for request in requests:
+            sent = send(request)
+            answer = read_lsp_message(proc.stdout)
+            problems += [f"{request}: {p}" for p in contract.exchange_errors(sent.decode(), answer.decode())]
+        send({"jsonrpc": "2.0", "method": "exit"})
+        assert wait_exit(proc, 10) == 0
+        assert not problems, "\n".join(problems)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stdin.close()
