@@ -52,7 +52,7 @@ policy.rejectionTTL = configuration.rejectionCache
 let pool = SessionPool(backend: HTTPSessionBackend(http: http, logoutTimeout: configuration.httpTimeout), policy: policy)
 let credentials = CredentialStore(flagPath: configuration.credentialsPath, environment: ProcessInfo.processInfo.environment) { retired in
     // A profile's key changed or vanished from the credentials file: its sessions go.
-    Task { await pool.evict(Set(retired)) }
+    Task.detached { await pool.evict(Set(retired)) }
     log.info("credentials file changed: logging out sessions of \(retired.count) retired key(s) (orgs: \(Set(retired.map(\.orgId)).sorted().joined(separator: ", ")))")
 }
 let counters = ServiceCounters()
@@ -70,7 +70,9 @@ let server = StdioServer(inputFD: 0, output: output, dispatcher: dispatcher,
 lifecycle.server = server
 lifecycle.output = output
 lifecycle.installSignalHandlers()
-Task { await pool.startSweeping(every: max(1, min(60, (configuration.idleTimeout - configuration.idleMargin) / 4))) }
+// Top-level code is main-actor isolated and the main thread blocks in the reader below, so
+// background work must be detached from it.
+Task.detached { await pool.startSweeping(every: max(1, min(60, (configuration.idleTimeout - configuration.idleMargin) / 4))) }
 log.info("ready: v1 \(configuration.v1BaseURL), v2 \(configuration.v2BaseURL), NEON-API-VERSION \(configuration.apiVersion)")
 
 server.run()
