@@ -160,7 +160,10 @@ struct ProfileTests {
         let second = try neon.response()
         #expect(second["result"]?["reused"] == false)
         #expect(second["result"]?["userSessionId"] != .string(first))
-        for _ in 0..<200 where try fake.count("logouts", org: "acme") < 1 { usleep(10_000) }
+        for _ in 0..<200 {
+            if !(try fake.count("logouts", org: "acme") < 1) { break }
+            usleep(10_000)
+        }
         #expect(try fake.count("logouts", org: "acme") == 1)
         neon.closeInput()
         #expect(neon.waitForExit() == 0)

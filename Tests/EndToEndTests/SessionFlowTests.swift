@@ -202,6 +202,43 @@ struct SessionFlowTests {
         #expect(neon.waitForExit() == 0)
     }
 
+    @Test("a wrong API key for an org with a pooled session never gets that session")
+    func wrongKeyNeverShares() throws {
+        let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
+        let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments)
+        neon.send(#"{"jsonrpc":"2.0","id":1,"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"#)
+        #expect(try neon.response()["result"]?["reused"] == false)
+        neon.send(#"{"jsonrpc":"2.0","id":2,"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&"}}"#)
+        let r = try neon.response()
+        #expect(r["result"] == nil)
+        #expect(r["error"]?["code"] == .number("-32001"))
+        #expect(try fake.count("loginAttempts", org: "acme") == 2)
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
+    }
+
+    @Test("a hung login for one org blocks neither sign nor another org's login")
+    func hungOrgIsolated() throws {
+        let fake = try FakeNeonCRM(accounts: [("slow", "SENTINEL-s"), ("fast", "SENTINEL-f")])
+        try fake.control("mode", body: #"{"login":"hang","count":1}"#)
+        let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments + ["--http-timeout", "4"])
+        neon.send(#"{"jsonrpc":"2.0","id":"slow","method":"openSession","params":{"orgId":"slow","apiKey":"SENTINEL-s"}}"#)
+        for _ in 0..<100 {
+            if try fake.count("loginAttempts", org: "slow") >= 1 { break }
+            usleep(20_000)
+        }
+        let start = Date()
+        neon.send(#"{"jsonrpc":"2.0","id":"fast","method":"openSession","params":{"orgId":"fast","apiKey":"SENTINEL-f"}}"#)
+        neon.send(#"{"jsonrpc":"2.0","id":"sign","method":"sign","params":{"orgId":"slow","apiKey":"SENTINEL-s"}}"#)
+        let first = try neon.response(), second = try neon.response()
+        #expect(Set([first["id"]?.stringValue, second["id"]?.stringValue]) == Set(["fast", "sign"]))
+        #expect(Date().timeIntervalSince(start) < 2)
+        try fake.control("release", body: "{}")
+        #expect(try neon.response(timeout: 15)["id"] == "slow")
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
+    }
+
     @Test("a login that hangs times out with -32003 within the configured deadline")
     func timeout() throws {
         let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])

@@ -60,7 +60,10 @@ final class FakeBackend: SessionBackend {
 
     /// Waits (bounded) until `count` logins are parked at the gate.
     func waitForWaitingLogins(_ count: Int) async {
-        for _ in 0..<2000 where waitingLogins < count { try? await Task.sleep(nanoseconds: 1_000_000) }
+        for _ in 0..<2000 {
+            if !(waitingLogins < count) { break }
+            try? await Task.sleep(nanoseconds: 1_000_000)
+        }
     }
 }
 

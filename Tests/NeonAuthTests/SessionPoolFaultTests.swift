@@ -114,7 +114,10 @@ struct SessionPoolFaultTests {
         let again = try await pool.open(acme)
         #expect(again.userSessionId == first.userSessionId, "no caller waits for the refresh")
         backend.release()
-        for _ in 0..<1000 where backend.logins < 2 { try await Task.sleep(nanoseconds: 1_000_000) }
+        for _ in 0..<1000 {
+            if !(backend.logins < 2) { break }
+            try await Task.sleep(nanoseconds: 1_000_000)
+        }
         try await Task.sleep(nanoseconds: 5_000_000)
         let after = try await pool.open(acme)
         #expect(after.userSessionId != first.userSessionId)
@@ -151,7 +154,10 @@ struct SessionPoolFaultTests {
         let a = try await pool.open(acme)
         _ = try await pool.open(other)
         #expect(await pool.evict([acme.credential]) == 1)
-        for _ in 0..<1000 where backend.loggedOut.isEmpty { try await Task.sleep(nanoseconds: 1_000_000) }
+        for _ in 0..<1000 {
+            if !(backend.loggedOut.isEmpty) { break }
+            try await Task.sleep(nanoseconds: 1_000_000)
+        }
         #expect(backend.loggedOut == [a.userSessionId.exposedValue])
         #expect(await pool.sessions().map(\.orgId) == ["beta"])
     }
@@ -170,7 +176,10 @@ struct SessionPoolFaultTests {
         await backend.waitForWaitingLogins(1)
         #expect(try await pool.close(first.userSessionId, logout: true) == true)
         backend.release()
-        for _ in 0..<1000 where backend.logins < 2 { try await Task.sleep(nanoseconds: 1_000_000) }
+        for _ in 0..<1000 {
+            if !(backend.logins < 2) { break }
+            try await Task.sleep(nanoseconds: 1_000_000)
+        }
         try await Task.sleep(nanoseconds: 5_000_000)
         let sessions = await pool.sessions()
         #expect(sessions.count == 1 && sessions.first?.current == true)

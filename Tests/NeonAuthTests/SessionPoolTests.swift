@@ -20,7 +20,10 @@ struct SessionPoolTests {
 
     /// Waits (bounded) for background logouts to reach `count`.
     func waitForLogouts(_ count: Int) async {
-        for _ in 0..<2000 where backend.loggedOut.count < count { try? await Task.sleep(nanoseconds: 1_000_000) }
+        for _ in 0..<2000 {
+            if !(backend.loggedOut.count < count) { break }
+            try? await Task.sleep(nanoseconds: 1_000_000)
+        }
     }
 
     @Test("a fresh pooled session is handed out again with no login")

@@ -115,7 +115,7 @@ def test_sessions(start_client):
         {"closed": True, "loggedOut": True}
     expect_error(client, -32010, "closeSession", userSessionId=replaced["userSessionId"])
     expect_error(client, -32602, "openSession", "replace", orgId=ORG, apiKey=KEY, replace=7)
-    expect_error(client, -32602, "openSession", "apiVersion", orgId=ORG, apiKey=KEY, apiVersion="2.11")
+    expect_error(client, -32602, "openSession", NO_DATA, orgId=ORG, apiKey=KEY, apiVersion="2.11")
 
 
 @pytest.mark.parametrize("mode,codes", [
