@@ -321,12 +321,27 @@ def _same_id(a: Any, b: Any) -> bool:
         and not isinstance(a, bool) and not isinstance(b, bool) and a == b)
 
 
+_LSP_HEADER = re.compile(r"^(?:content-length|content-type)\s*:", re.IGNORECASE)
+
+
+def _unframe(value: str | bytes) -> str:
+    """The message text: without a leading BOM or an LSP header block, if any."""
+    text = value.decode("utf-8") if isinstance(value, bytes) else value
+    text = text.lstrip("\ufeff")
+    if _LSP_HEADER.match(text):
+        for separator in ("\r\n\r\n", "\n\n"):
+            head, found, body = text.partition(separator)
+            if found:
+                return body
+    return text
+
+
 def _parse(value: Any) -> Any:
     """Parsed JSON, or None when the text is not JSON (an unreadable request)."""
     if not isinstance(value, (str, bytes)):
         return value
     try:
-        return json.loads(value)
+        return json.loads(_unframe(value))
     except ValueError:
         return None
 
@@ -334,7 +349,7 @@ def _parse(value: Any) -> Any:
 def _parse_strict(value: Any) -> Any:
     if not isinstance(value, (str, bytes)):
         return value
-    return json.loads(value)
+    return json.loads(_unframe(value))
 
 
 def _short(value: Any, limit: int = 160) -> str:
