@@ -97,6 +97,10 @@ public struct NeonAuthService: Sendable {
             "openSession": .deferred { try await self.openSession($0) },
             "closeSession": .deferred { try await self.closeSession($0) },
             "status": .deferred { try await self.status($0) },
+            "rpc.discover": .immediate { params in
+                _ = try Params(params, allowed: [])
+                return OpenRPCDocument.value
+            },
         ]
     }
 
@@ -227,6 +231,12 @@ public struct NeonAuthService: Sendable {
             ],
         ]
     }
+}
+
+extension OpenRPCDocument {
+    /// The document as a JSON value, parsed once (it is embedded from schemas/openrpc.json,
+    /// which a test keeps valid and identical).
+    static let value: JSONValue = (try? JSONReader.parse(text)) ?? .object(JSONObject())
 }
 
 /// `seconds` with one decimal, as a JSON number lexeme (`12.3`, `0.0`).
