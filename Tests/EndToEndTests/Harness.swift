@@ -122,8 +122,14 @@ final class NeonAuthProcess {
         }
     }
 
+    /// Request lines written so far (for the transcript).
+    private var sentText = ""
+
     /// Writes raw bytes to stdin.
-    func write(_ text: String) { stdin.fileHandleForWriting.write(Data(text.utf8)) }
+    func write(_ text: String) {
+        sentText += text
+        stdin.fileHandleForWriting.write(Data(text.utf8))
+    }
     func writeBytes(_ bytes: [UInt8]) { stdin.fileHandleForWriting.write(Data(bytes)) }
 
     /// Writes one request line.
@@ -151,11 +157,44 @@ final class NeonAuthProcess {
         }
         _ = stdoutCollector?.waitClosed(timeout: 2)
         _ = stderrCollector?.waitClosed(timeout: 2)
+        appendTranscript()
         return process.terminationStatus
     }
 
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+
+    /// When `NEON_AUTH_TRANSCRIPT` names a file, appends every response line with the request
+    /// line it answers (`{"request": text|null, "response": text}` per line), so that
+    /// Tests/python can validate every response against schemas/openrpc.json.
+    private func appendTranscript() {
+        guard let path = ProcessInfo.processInfo.environment["NEON_AUTH_TRANSCRIPT"], !path.isEmpty,
+              let out = stdoutCollector?.text, !out.hasPrefix("Content-Length") else { return }
+        func ids(_ value: JSONValue) -> [String] {
+            if case .array(let items) = value { return items.compactMap { $0["id"].map(JSONWriter.string) } }
+            return value["id"].map { [JSONWriter.string($0)] } ?? []
+        }
+        let requests = sentText.split(separator: "\n").compactMap { line -> (String, [String])? in
+            guard let value = try? JSONReader.parse(String(line)) else { return nil }
+            return (String(line), ids(value))
+        }
+        var entries = ""
+        for line in out.split(separator: "\n") {
+            guard let response = try? JSONReader.parse(String(line)) else { continue }
+            let responseIds = ids(response)
+            let request = responseIds.isEmpty || responseIds == ["null"] ? nil
+                : requests.last { $0.1 == responseIds || (responseIds.count == 1 && $0.1.contains(responseIds[0])) }?.0
+            let entry: JSONValue = ["request": request.map(JSONValue.string) ?? .null, "response": .string(String(line))]
+            entries += JSONWriter.string(entry) + "\n"
+        }
+        guard let handle = FileHandle(forWritingAtPath: path) ?? {
+            FileManager.default.createFile(atPath: path, contents: nil)
+            return FileHandle(forWritingAtPath: path)
+        }() else { return }
+        handle.seekToEndOfFile()
+        handle.write(Data(entries.utf8))
+        try? handle.close()
     }
 }
 
