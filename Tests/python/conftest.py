@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -87,7 +86,3 @@ def start_client(binary: Path, fake: FakeNeon, isolated_env: dict[str, str], tmp
 def pytest_report_header(config):
     path = find_binary()
     return f"neon-auth binary: {path if path and path.exists() else 'not found'}"
-
-
-def load_json(path: Path):
-    return json.loads(path.read_text(encoding="utf-8"))
