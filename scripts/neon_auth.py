@@ -355,29 +355,37 @@ class NeonAuth:
     # -- methods -------------------------------------------------------------
 
     def sign(self, org_id: str | None = None, api_key: str | None = None,
-             api_version: str | None = None) -> dict[str, Any]:
-        """API v2 headers: ``{"authorization", "headers", "baseUrl"}``."""
-        return self.call("sign", **_drop_none(
-            {"orgId": org_id, "apiKey": api_key, "apiVersion": api_version}))
+             api_version: str | None = None, profile: str | None = None) -> dict[str, Any]:
+        """API v2 headers: ``{"authorization", "headers", "baseUrl"}``.
 
-    def open_session(self, org_id: str, api_key: str,
-                     replace: str | None = None) -> dict[str, Any]:
+        Give ``org_id`` and ``api_key``, or a ``profile`` from the credentials
+        file, or neither (profile ``default``).
+        """
+        return self.call("sign", **_drop_none(
+            {"orgId": org_id, "apiKey": api_key, "profile": profile, "apiVersion": api_version}))
+
+    def open_session(self, org_id: str | None = None, api_key: str | None = None,
+                     replace: str | None = None, profile: str | None = None) -> dict[str, Any]:
         """API v1 session: ``{"userSessionId", "reused"}``.
 
-        ``replace``: a session id NeonCRM refused (error 4); neon-auth logs in
-        again instead of handing it out.
+        Credentials as for ``sign``. ``replace``: a session id NeonCRM refused
+        (error 4); neon-auth logs in again instead of handing it out.
         """
         return self.call("openSession", **_drop_none(
-            {"orgId": org_id, "apiKey": api_key, "replace": replace}))
+            {"orgId": org_id, "apiKey": api_key, "profile": profile, "replace": replace}))
 
     def close_session(self, user_session_id: str, logout: bool = False) -> dict[str, Any]:
         """Release a session: ``{"closed": True, "loggedOut": bool}``."""
         return self.call("closeSession", userSessionId=user_session_id, logout=logout)
 
-    def auth(self, org_id: str, api_key: str,
-             api_version: str | None = None) -> "NeonAuthSigner":
+    def status(self) -> dict[str, Any]:
+        """The pool and counters, without secrets."""
+        return self.call("status")
+
+    def auth(self, org_id: str | None = None, api_key: str | None = None,
+             api_version: str | None = None, profile: str | None = None) -> "NeonAuthSigner":
         """An auth object for ``requests`` (``auth=``) or urllib (``.apply(req)``)."""
-        return NeonAuthSigner(self, org_id, api_key, api_version)
+        return NeonAuthSigner(self, org_id, api_key, api_version, profile)
 
 
 class NeonAuthSigner:
@@ -391,16 +399,17 @@ class NeonAuthSigner:
     - ``signer.base_url``: the API v2 base URL (signs once, lazily).
     """
 
-    def __init__(self, client: NeonAuth, org_id: str, api_key: str,
-                 api_version: str | None = None):
+    def __init__(self, client: NeonAuth, org_id: str | None = None, api_key: str | None = None,
+                 api_version: str | None = None, profile: str | None = None):
         self._client = client
         self._org_id = org_id
         self._api_key = api_key
         self._api_version = api_version
+        self._profile = profile
         self._base_url: str | None = None
 
     def _sign(self) -> dict[str, Any]:
-        result = self._client.sign(self._org_id, self._api_key, self._api_version)
+        result = self._client.sign(self._org_id, self._api_key, self._api_version, self._profile)
         self._base_url = result.get("baseUrl")
         return result
 
@@ -426,4 +435,4 @@ class NeonAuthSigner:
         return req
 
     def __repr__(self) -> str:
-        return f"NeonAuthSigner(org_id={self._org_id!r}, api_key=<redacted>)"
+        return f"NeonAuthSigner(org_id={self._org_id!r}, profile={self._profile!r}, api_key=<redacted>)"
