@@ -130,7 +130,10 @@ final class NeonAuthProcess {
         sentText += text
         stdin.fileHandleForWriting.write(Data(text.utf8))
     }
-    func writeBytes(_ bytes: [UInt8]) { stdin.fileHandleForWriting.write(Data(bytes)) }
+    func writeBytes(_ bytes: [UInt8]) {
+        sentText += String(decoding: bytes, as: UTF8.self)
+        stdin.fileHandleForWriting.write(Data(bytes))
+    }
 
     /// Writes one request line.
     func send(_ json: String) { write(json + "\n") }
@@ -167,24 +170,44 @@ final class NeonAuthProcess {
 
     /// When `NEON_AUTH_TRANSCRIPT` names a file, appends every response line with the request
     /// line it answers (`{"request": text|null, "response": text}` per line), so that
-    /// Tests/python can validate every response against schemas/openrpc.json.
+    /// Tests/python can validate every response against schemas/openrpc.json. A response whose
+    /// request cannot be told apart (duplicate ids with different methods) is left out; an error
+    /// with id null is recorded without a request.
     private func appendTranscript() {
         guard let path = ProcessInfo.processInfo.environment["NEON_AUTH_TRANSCRIPT"], !path.isEmpty,
               let out = stdoutCollector?.text, !out.hasPrefix("Content-Length") else { return }
-        func ids(_ value: JSONValue) -> [String] {
-            if case .array(let items) = value { return items.compactMap { $0["id"].map(JSONWriter.string) } }
+        /// The ids a message carries (a batch: those of its elements that have one).
+        func ids(_ value: JSONValue) -> Set<String> {
+            if case .array(let items) = value { return Set(items.compactMap { $0["id"].map(JSONWriter.string) }) }
             return value["id"].map { [JSONWriter.string($0)] } ?? []
         }
-        let requests = sentText.split(separator: "\n").compactMap { line -> (String, [String])? in
+        func methods(_ value: JSONValue) -> String {
+            if case .array(let items) = value { return JSONWriter.string(.array(items.map { $0["method"] ?? .null })) }
+            return value["method"]?.stringValue ?? ""
+        }
+        let requests = sentText.split(separator: "\n").compactMap { line -> (text: String, value: JSONValue)? in
             guard let value = try? JSONReader.parse(String(line)) else { return nil }
-            return (String(line), ids(value))
+            return (String(line), value)
         }
         var entries = ""
         for line in out.split(separator: "\n") {
             guard let response = try? JSONReader.parse(String(line)) else { continue }
-            let responseIds = ids(response)
-            let request = responseIds.isEmpty || responseIds == ["null"] ? nil
-                : requests.last { $0.1 == responseIds || (responseIds.count == 1 && $0.1.contains(responseIds[0])) }?.0
+            var responseIds = ids(response)
+            let isBatch: Bool
+            if case .array = response { isBatch = true; responseIds.remove("null") } else { isBatch = false }
+            let candidates = requests.filter { request in
+                let requestIsBatch: Bool
+                if case .array = request.value { requestIsBatch = true } else { requestIsBatch = false }
+                return requestIsBatch == isBatch && (isBatch ? responseIds.isSubset(of: ids(request.value)) : ids(request.value) == responseIds)
+            }
+            let request: String?
+            if Set(candidates.map { methods($0.value) }).count == 1 {
+                request = candidates.last?.text
+            } else if response["error"] != nil && response["id"] == .null {
+                request = nil
+            } else {
+                continue  // ambiguous or unknown: leave it out rather than pair it wrongly
+            }
             let entry: JSONValue = ["request": request.map(JSONValue.string) ?? .null, "response": .string(String(line))]
             entries += JSONWriter.string(entry) + "\n"
         }

@@ -277,7 +277,14 @@ class Contract:
         if not isinstance(response, dict):
             return [f"response is not an object: {response!r}"[:300]]
         rid = response.get("id", _MISSING)
-        if rid is None or rid is _MISSING:
+        if rid is _MISSING:
+            return self.response_errors(None, response)
+        if rid is None:
+            # Either the request was unreadable (transport error) or it really used id null,
+            # which JSON-RPC allows: a result can only be the latter.
+            explicit = [c for c in calls if "id" in c and c["id"] is None and isinstance(c.get("method"), str)]
+            if "result" in response and explicit:
+                return self.response_errors(explicit[0]["method"], response)
             return self.response_errors(None, response)
         candidates = [c for c in calls if "id" in c and _same_id(c["id"], rid)]
         if not candidates:
