@@ -17,6 +17,7 @@ public final class OutputSink: Sendable {
     private struct State {
         var pending: [UInt8] = []
         var writing = false
+        var directWriting = false
         var writerSleeping = false
         var broken = false
         var framing = Framing.newlineDelimited
@@ -68,10 +69,36 @@ public final class OutputSink: Sendable {
         flush()
     }
 
-    /// Wakes the writer if it is asleep and something is queued.
+    /// Writes what is queued: at once on the calling thread when that cannot block (nobody else
+    /// is writing, at most `PIPE_BUF` bytes are queued and the descriptor reports room), which
+    /// saves a thread hand-off per round trip; otherwise by waking the writer thread.
     public func flush() {
+        var chunk: [UInt8] = []
+        let direct = state.withLock { state -> Bool in
+            guard !state.writing, !state.directWriting, !state.broken, !state.pending.isEmpty,
+                  state.pending.count <= Int(PIPE_BUF) else { return false }
+            state.directWriting = true
+            swap(&chunk, &state.pending)
+            return true
+        }
+        if direct {
+            var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            let writable = poll(&pfd, 1, 0) == 1 && pfd.revents & Int16(POLLOUT) != 0
+            let ok = writable ? writeAll(chunk) : true
+            state.withLock { state in
+                state.directWriting = false
+                if !writable {
+                    chunk.append(contentsOf: state.pending)
+                    state.pending = chunk
+                } else if !ok {
+                    state.broken = true
+                    state.pending = []
+                }
+            }
+            if !ok { onBroken() }
+        }
         let wakeWriter = state.withLock { state -> Bool in
-            guard state.writerSleeping, !state.pending.isEmpty else { return false }
+            guard state.writerSleeping, !state.pending.isEmpty, !state.directWriting else { return false }
             state.writerSleeping = false
             return true
         }
@@ -92,7 +119,7 @@ public final class OutputSink: Sendable {
     public func drain(timeout: Double) -> Bool {
         flush()
         let deadline = monotonicNow() + timeout
-        while state.withLock({ !$0.broken && ($0.writing || !$0.pending.isEmpty) }) {
+        while state.withLock({ !$0.broken && ($0.writing || $0.directWriting || !$0.pending.isEmpty) }) {
             if monotonicNow() > deadline { return false }
             usleep(1000)
         }
@@ -103,7 +130,7 @@ public final class OutputSink: Sendable {
         var chunk: [UInt8] = []
         while true {
             let hasWork = state.withLock { state -> Bool in
-                if state.pending.isEmpty || state.broken {
+                if state.pending.isEmpty || state.broken || state.directWriting {
                     state.writing = false
                     state.writerSleeping = true
                     return false

@@ -23,7 +23,7 @@ public struct Credential: Sendable, Hashable {
     /// - Throws: `RPCError` -32602 naming the field, never echoing its value.
     public static func validated(orgId: String, apiKey: String) throws(RPCError) -> Credential {
         try checkCommon(orgId, field: "orgId")
-        if orgId.contains(":") {
+        if orgId.utf8.contains(UInt8(ascii: ":")) {
             throw .invalidParams("Invalid params: orgId must not contain ':' (it is the HTTP Basic user name)", field: "orgId")
         }
         try checkCommon(apiKey, field: "apiKey")
@@ -32,13 +32,39 @@ public struct Credential: Sendable, Hashable {
 
     private static func checkCommon(_ value: String, field: String) throws(RPCError) {
         if value.isEmpty { throw .invalidParams("Invalid params: \(field) must not be empty", field: field) }
-        if value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+        switch scan(value) {
+        case .ok: return
+        case .control:
             throw .invalidParams("Invalid params: \(field) must not contain control characters", field: field)
-        }
-        if let first = value.unicodeScalars.first, let last = value.unicodeScalars.last,
-           first.properties.isWhitespace || last.properties.isWhitespace {
+        case .edgeWhitespace:
             throw .invalidParams(
                 "Invalid params: \(field) has leading or trailing whitespace (probably pasted); remove it", field: field)
+        }
+    }
+
+    private enum ScanResult { case ok, control, edgeWhitespace }
+
+    /// Checks for control characters and edge whitespace. ASCII (the usual case) is checked
+    /// byte by byte; anything else falls back to Unicode properties.
+    private static func scan(_ value: String) -> ScanResult {
+        var utf8 = value
+        let ascii: Bool? = utf8.withUTF8 { bytes in
+            for byte in bytes {
+                if byte >= 0x80 { return nil }
+                if byte < 0x20 || byte == 0x7F { return false }
+            }
+            return true
+        }
+        switch ascii {
+        case false?:
+            return .control
+        case true?:
+            let first = value.utf8.first!, last = value.utf8.last!
+            return first == 0x20 || last == 0x20 ? .edgeWhitespace : .ok
+        case nil:
+            if value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) { return .control }
+            let first = value.unicodeScalars.first!, last = value.unicodeScalars.last!
+            return first.properties.isWhitespace || last.properties.isWhitespace ? .edgeWhitespace : .ok
         }
     }
 }

@@ -57,23 +57,35 @@ public enum FormEncoding {
 /// it (never disabled), no cookies, no cache, no redirects followed (a redirect could carry
 /// credentials elsewhere), and a hard deadline even if the transfer stalls.
 public final class URLSessionHTTPClient: HTTPClient {
-    private let session: URLSession
+    private let connectTimeout: Double
+    /// Created on first use, so that `sign`-only sessions never pay for networking set-up.
+    private let sessionBox = Mutex<URLSession?>(nil)
 
-    /// - Parameter connectTimeout: seconds allowed without progress (connection included).
+    /// - Parameter connectTimeout: seconds one attempt may go without progress (connecting included).
     public init(connectTimeout: Double) {
-        let configuration = URLSessionConfiguration.ephemeral
-        configuration.httpCookieStorage = nil
-        configuration.httpShouldSetCookies = false
-        configuration.urlCache = nil
-        configuration.requestCachePolicy = .reloadIgnoringLocalCacheData
-        configuration.timeoutIntervalForRequest = 100000
-        configuration.httpMaximumConnectionsPerHost = 8
-        session = URLSession(configuration: configuration, delegate: NoRedirects(), delegateQueue: nil)
+        self.connectTimeout = connectTimeout
+    }
+
+    private var session: URLSession {
+        sessionBox.withLock { box in
+            if let session = box { return session }
+            let configuration = URLSessionConfiguration.ephemeral
+            configuration.httpCookieStorage = nil
+            configuration.httpShouldSetCookies = false
+            configuration.urlCache = nil
+            configuration.requestCachePolicy = .reloadIgnoringLocalCacheData
+            configuration.timeoutIntervalForRequest = connectTimeout
+            configuration.httpMaximumConnectionsPerHost = 8
+            let session = URLSession(configuration: configuration, delegate: NoRedirects(), delegateQueue: nil)
+            box = session
+            return session
+        }
     }
 
     public func postForm(url: String, form: [(String, String)], timeout: Double) async throws(HTTPFailure) -> HTTPResponse {
         guard let target = URL(string: url) else { throw .unreachable }
-        var request = URLRequest(url: target, cachePolicy: .reloadIgnoringLocalCacheData, timeoutInterval: 100000)
+        var request = URLRequest(url: target, cachePolicy: .reloadIgnoringLocalCacheData,
+                                 timeoutInterval: min(connectTimeout, timeout))
         request.httpMethod = "POST"
         request.setValue("application/x-www-form-urlencoded; charset=utf-8", forHTTPHeaderField: "Content-Type")
         request.setValue("application/json", forHTTPHeaderField: "Accept")
@@ -93,7 +105,7 @@ public final class URLSessionHTTPClient: HTTPClient {
             return try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<HTTPResponse, any Error>) in
                     box.withLock { $0 = continuation }
-                    let task = session.dataTask(with: request) { data, response, error in
+                    let task = self.session.dataTask(with: request) { data, response, error in
                         if let error {
                             let code = (error as? URLError)?.code
                             finish(.failure(code == .timedOut ? .timedOut : code == .cancelled ? .cancelled : .unreachable))

@@ -104,6 +104,10 @@ public struct NeonAuthService: Sendable {
         ]
     }
 
+    static let signMembers: Set<String> = ["orgId", "apiKey", "profile", "apiVersion"]
+    static let openSessionMembers: Set<String> = ["orgId", "apiKey", "profile", "replace"]
+    static let closeSessionMembers: Set<String> = ["userSessionId", "logout"]
+
     /// A request's credential, resolved from inline `orgId`/`apiKey` or a profile.
     struct Resolved {
         var credential: Credential
@@ -137,7 +141,7 @@ public struct NeonAuthService: Sendable {
     /// - Returns: `{"authorization": "Basic …", "headers": {"Authorization", "NEON-API-VERSION"}, "baseUrl"}`.
     /// - Throws: `RPCError` -32602 for invalid params, -32020...-32022 for profile problems. No network.
     public func sign(_ params: JSONValue?) throws(RPCError) -> JSONValue {
-        let p = try Params(params, allowed: ["orgId", "apiKey", "profile", "apiVersion"])
+        let p = try Params(params, allowed: Self.signMembers)
         let resolved = try resolve(p)
         let version = try p.optionalString("apiVersion") ?? resolved.apiVersion ?? settings.apiVersion
         guard NeonAPIVersion.isWellFormed(version) else {
@@ -155,7 +159,7 @@ public struct NeonAuthService: Sendable {
     /// - Returns: `{"userSessionId": string, "reused": bool}`.
     /// - Throws: `RPCError`: -32602, -32020...-32022, or -32001...-32005 when the login fails.
     public func openSession(_ params: JSONValue?) async throws(RPCError) -> JSONValue {
-        let p = try Params(params, allowed: ["orgId", "apiKey", "profile", "replace"])
+        let p = try Params(params, allowed: Self.openSessionMembers)
         let resolved = try resolve(p)
         let replace = try p.optionalString("replace").map(Secret.init)
         let key = SessionPool.Key(v1BaseURL: resolved.endpoints.v1BaseURL, credential: resolved.credential)
@@ -176,7 +180,7 @@ public struct NeonAuthService: Sendable {
     /// - Returns: `{"closed": true, "loggedOut": bool}`.
     /// - Throws: `RPCError` -32602, -32010 unknown session, -32011 no holder left.
     public func closeSession(_ params: JSONValue?) async throws(RPCError) -> JSONValue {
-        let p = try Params(params, allowed: ["userSessionId", "logout"])
+        let p = try Params(params, allowed: Self.closeSessionMembers)
         let id = try p.string("userSessionId")
         guard !id.isEmpty else { throw .invalidParams("Invalid params: userSessionId must not be empty", field: "userSessionId") }
         let logout = try p.optionalBool("logout") ?? false

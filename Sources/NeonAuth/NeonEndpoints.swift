@@ -37,8 +37,9 @@ public enum NeonAPIVersion {
 
     /// Whether `version` has the form `2.N` (N a decimal number without a sign).
     public static func isWellFormed(_ version: String) -> Bool {
-        guard version.hasPrefix("2."), version.count > 2, version.count <= 8 else { return false }
-        return version.dropFirst(2).allSatisfy { $0.isASCII && $0.isNumber }
+        let bytes = version.utf8
+        guard bytes.count > 2, bytes.count <= 8, bytes.starts(with: [UInt8(ascii: "2"), UInt8(ascii: ".")]) else { return false }
+        return bytes.dropFirst(2).allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
     }
 }
 
