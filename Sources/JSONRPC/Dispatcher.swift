@@ -12,15 +12,36 @@ public enum MethodHandler: Sendable {
 /// -32603 with a generic message, so that no internal detail (or secret) reaches the client.
 public final class Dispatcher: Sendable {
     private let handlers: [String: MethodHandler]
+    private let fastPaths: [(name: [UInt8], method: String, path: FastPath)]
     private let observer: (@Sendable (String, ErrorCode?) -> Void)?
 
     /// - Parameters:
     ///   - handlers: method name → handler.
     ///   - observer: called once per answered call with the method name and the error code,
     ///     or `nil` on success (for counters); must be cheap and thread-safe.
-    public init(handlers: [String: MethodHandler], observer: (@Sendable (String, ErrorCode?) -> Void)? = nil) {
+    ///   - fastPaths: optional fast paths by method name (see ``FastPath``); the general
+    ///     handler stays the reference and answers whatever a fast path declines.
+    public init(handlers: [String: MethodHandler], fastPaths: [String: FastPath] = [:],
+                observer: (@Sendable (String, ErrorCode?) -> Void)? = nil) {
         self.handlers = handlers
+        self.fastPaths = fastPaths.map { (name: Array($0.key.utf8), method: $0.key, path: $0.value) }
         self.observer = observer
+    }
+
+    /// Tries the fast path for a message: appends the response object's bytes to `out`.
+    /// - Returns: `true` when answered; `false` leaves `out` unchanged for the general path.
+    public func answerFast(_ bytes: UnsafeBufferPointer<UInt8>, into out: inout [UInt8]) -> Bool {
+        guard !fastPaths.isEmpty, let request = FlatRequest.scan(bytes) else { return false }
+        for entry in fastPaths where request.methodIs(entry.name) {
+            let mark = out.count
+            if entry.path(request, &out) {
+                observer?(entry.method, nil)
+                return true
+            }
+            out.removeSubrange(mark...)
+            return false
+        }
+        return false
     }
 
     /// The names of all methods served.

@@ -63,6 +63,22 @@ public final class OutputSink: Sendable {
         }
     }
 
+    /// Lets `body` append one message's bytes straight into the queue (newline-delimited
+    /// framing only), avoiding a copy on the hot path.
+    /// - Returns: `false` (queue unchanged) when `body` declines or framing is not newline-delimited.
+    public func enqueue(appending body: (inout [UInt8]) -> Bool) -> Bool {
+        state.withLock { state in
+            guard state.framing == .newlineDelimited, !state.broken else { return false }
+            let mark = state.pending.count
+            guard body(&state.pending) else {
+                state.pending.removeSubrange(mark...)
+                return false
+            }
+            state.pending.append(0x0A)
+            return true
+        }
+    }
+
     /// Queues one message and wakes the writer.
     public func send(_ message: JSONValue) {
         enqueue(message)

@@ -84,6 +84,8 @@ public final class StdioServer: Sendable {
     }
 
     private func handleMessage(_ bytes: UnsafeBufferPointer<UInt8>) {
+        let dispatcher = self.dispatcher
+        if output.enqueue(appending: { dispatcher.answerFast(bytes, into: &$0) }) { return }
         switch MessageReader.read(bytes) {
         case .failure(let error):
             output.enqueue(ResponseWriter.failure(id: .null, error: error))

@@ -1,4 +1,7 @@
-import Foundation
+import JSONRPC
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Builds NeonCRM API v2 authorization.
 ///
@@ -7,12 +10,125 @@ import Foundation
 /// the API key the password.
 public enum BasicAuth {
     /// The `Authorization` header value for `credential`.
-    /// - Returns: `"Basic "` followed by standard base64 (with padding) of the UTF-8 bytes of
-    ///   `orgId:apiKey`, the key's bytes exactly as given.
+    /// - Returns: `"Basic "` followed by standard base64 (RFC 4648, with padding) of the UTF-8
+    ///   bytes of `orgId:apiKey`, the key's bytes exactly as given.
     public static func authorization(for credential: Credential) -> String {
-        var bytes = Array(credential.orgId.utf8)
-        bytes.append(UInt8(ascii: ":"))
-        bytes.append(contentsOf: credential.apiKey.exposedValue.utf8)
-        return "Basic " + Data(bytes).base64EncodedString()
+        var out = Array("Basic ".utf8)
+        var pair = Array(credential.orgId.utf8)
+        pair.append(UInt8(ascii: ":"))
+        pair.append(contentsOf: credential.apiKey.exposedValue.utf8)
+        pair.withUnsafeBufferPointer { appendBase64(of: $0, UnsafeBufferPointer(start: nil, count: 0), to: &out) }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    private static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+
+    /// Appends standard base64 (RFC 4648, padded) of `first` followed by `second` to `out`
+    /// (`copies` times), without joining the inputs first: the hot path encodes `orgId:` and
+    /// `apiKey` where they lie.
+    static func appendBase64(of first: UnsafeBufferPointer<UInt8>, _ second: UnsafeBufferPointer<UInt8>,
+                             to out: inout [UInt8], copies: Int = 1) {
+        let total = first.count + second.count
+        let length = (total + 2) / 3 * 4
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(length, 1)) { encoded in
+            alphabet.withUnsafeBufferPointer { table in
+                @inline(__always) func byte(_ i: Int) -> UInt32 {
+                    UInt32(i < first.count ? first[i] : second[i - first.count])
+                }
+                var i = 0, o = 0
+                while i + 3 <= total {
+                    let n = byte(i) << 16 | byte(i + 1) << 8 | byte(i + 2)
+                    encoded[o] = table[Int(n >> 18)]
+                    encoded[o + 1] = table[Int(n >> 12 & 63)]
+                    encoded[o + 2] = table[Int(n >> 6 & 63)]
+                    encoded[o + 3] = table[Int(n & 63)]
+                    i += 3
+                    o += 4
+                }
+                let rest = total - i
+                if rest > 0 {
+                    let n = byte(i) << 16 | (rest == 2 ? byte(i + 1) << 8 : 0)
+                    encoded[o] = table[Int(n >> 18)]
+                    encoded[o + 1] = table[Int(n >> 12 & 63)]
+                    encoded[o + 2] = rest == 2 ? table[Int(n >> 6 & 63)] : UInt8(ascii: "=")
+                    encoded[o + 3] = UInt8(ascii: "=")
+                }
+            }
+            let result = UnsafeBufferPointer(rebasing: encoded[0..<length])
+            for _ in 0..<copies { out.append(contentsOf: result) }
+        }
+    }
+}
+
+/// Whether a byte slice equals `bytes` (memcmp, no generic iteration).
+@inline(__always)
+func bytesEqual(_ slice: Slice<UnsafeBufferPointer<UInt8>>, _ bytes: [UInt8]) -> Bool {
+    slice.count == bytes.count && bytes.withUnsafeBytes { b in
+        memcmp(slice.base.baseAddress! + slice.startIndex, b.baseAddress!, bytes.count) == 0
+    }
+}
+
+/// The `sign` fast path: the same answer as ``NeonAuthService/sign(_:)`` for the common request
+/// (inline ASCII `orgId`/`apiKey`, optional `apiVersion`), written straight from the request's
+/// bytes. Anything else (profiles, non-ASCII, any invalid input) is declined and answered by
+/// the general path; a test checks that both give identical bytes.
+struct SignFastPath: Sendable {
+    /// `,"baseUrl":"…"}}` for the default endpoints, encoded once.
+    private let tail: [UInt8]
+    private let defaultVersion: [UInt8]
+
+    init(settings: ServiceSettings) {
+        var tail = Array(#""},"baseUrl":"#.utf8)
+        JSONWriter.writeString(settings.defaultEndpoints.v2BaseURL, into: &tail)
+        tail.append(contentsOf: "}}".utf8)
+        self.tail = tail
+        defaultVersion = Array(settings.apiVersion.utf8)
+    }
+
+    private static let orgIdName = Array("orgId".utf8), apiKeyName = Array("apiKey".utf8), versionName = Array("apiVersion".utf8)
+
+    func answer(_ request: FlatRequest, _ out: inout [UInt8]) -> Bool {
+        var org: Range<Int>? = nil, key: Range<Int>? = nil, version: Range<Int>? = nil
+        let bytes = request.bytes
+        for index in 0..<request.paramCount {
+            let member = request.param(at: index)
+            let name = bytes[member.name]
+            if bytesEqual(name, Self.orgIdName) { org = member.value }
+            else if bytesEqual(name, Self.apiKeyName) { key = member.value }
+            else if bytesEqual(name, Self.versionName) { version = member.value }
+            else { return false }
+        }
+        guard let org, let key, Self.plainASCII(bytes[org], allowColon: false), Self.plainASCII(bytes[key], allowColon: true) else {
+            return false
+        }
+        if let version {
+            let v = bytes[version]
+            guard v.count > 2, v.count <= 8, v[v.startIndex] == UInt8(ascii: "2"), v[v.startIndex + 1] == UInt8(ascii: "."),
+                  v.dropFirst(2).allSatisfy({ $0 &- UInt8(ascii: "0") < 10 }) else { return false }
+        }
+        // Encode "org:key" from two pieces: the org with its colon, then the key.
+        var orgColon = [UInt8](UnsafeBufferPointer(rebasing: bytes[org]))
+        orgColon.append(UInt8(ascii: ":"))
+        let keyBytes = UnsafeBufferPointer(rebasing: bytes[key])
+        out.append(contentsOf: #"{"jsonrpc":"2.0","id":"#.utf8)
+        out.append(contentsOf: bytes[request.id])
+        out.append(contentsOf: #","result":{"authorization":"Basic "#.utf8)
+        let first = out.count
+        orgColon.withUnsafeBufferPointer { BasicAuth.appendBase64(of: $0, keyBytes, to: &out) }
+        let encoded = Array(out[first...])
+        out.append(contentsOf: #"","headers":{"Authorization":"Basic "#.utf8)
+        out.append(contentsOf: encoded)
+        out.append(contentsOf: #"","NEON-API-VERSION":""#.utf8)
+        if let version { out.append(contentsOf: bytes[version]) } else { out.append(contentsOf: defaultVersion) }
+        out.append(contentsOf: tail)
+        return true
+    }
+
+    /// Non-empty printable ASCII without edge spaces (and without `:` unless allowed): the
+    /// values ``Credential/validated(orgId:apiKey:)`` accepts, restricted to ASCII.
+    private static func plainASCII(_ value: Slice<UnsafeBufferPointer<UInt8>>, allowColon: Bool) -> Bool {
+        guard let first = value.first, let last = value.last, first != 0x20, last != 0x20 else { return false }
+        for byte in value where byte < 0x20 || byte >= 0x7F || (!allowColon && byte == UInt8(ascii: ":")) { return false }
+        return true
     }
 }

@@ -90,6 +90,12 @@ public struct NeonAuthService: Sendable {
         startedAt = monotonicSeconds()
     }
 
+    /// Fast paths (see `FastPath`): `sign` for inline ASCII credentials.
+    public var fastPaths: [String: FastPath] {
+        let sign = SignFastPath(settings: settings)
+        return ["sign": { request, out in sign.answer(request, &out) }]
+    }
+
     /// The method table: `sign` and `status` need no network; the session methods are deferred.
     public var handlers: [String: MethodHandler] {
         [

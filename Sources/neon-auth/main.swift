@@ -64,7 +64,9 @@ let output = OutputSink(fd: protocolFD) { DetachedThread.start { lifecycle.shutd
 let handlers = service.handlers.merging(
     LSPCompatibility.handlers(name: "neon-auth", version: Configuration.version) { lifecycle.shutdown(.endOfInput) }
 ) { ours, _ in ours }
-let dispatcher = Dispatcher(handlers: handlers) { method, error in counters.record(method: method, error: error) }
+let dispatcher = Dispatcher(handlers: handlers, fastPaths: service.fastPaths) { method, error in
+    counters.record(method: method, error: error)
+}
 let server = StdioServer(inputFD: 0, output: output, dispatcher: dispatcher,
                          maxMessageBytes: configuration.maxMessageBytes)
 lifecycle.server = server
