@@ -28,6 +28,17 @@ public struct Configuration: Sendable, Equatable {
     /// The longest request line accepted, bytes.
     public var maxMessageBytes = 1 << 20
 
+    /// The session pool's timing policy these settings describe.
+    public var poolPolicy: SessionPool.Policy {
+        var policy = SessionPool.Policy()
+        policy.idleTimeout = idleTimeout
+        policy.idleMargin = idleMargin
+        policy.refreshAhead = refreshAhead
+        policy.loginDeadline = httpTimeout
+        policy.rejectionTTL = rejectionCache
+        return policy
+    }
+
     /// What the command line asked for.
     public enum Action: Sendable, Equatable {
         case serve(Configuration)

@@ -43,13 +43,8 @@ _ = dup2(2, 1)
 
 let log = Logger(level: configuration.logLevel)
 let http = URLSessionHTTPClient(connectTimeout: configuration.connectTimeout)
-var policy = SessionPool.Policy()
-policy.idleTimeout = configuration.idleTimeout
-policy.idleMargin = configuration.idleMargin
-policy.refreshAhead = configuration.refreshAhead
-policy.loginDeadline = configuration.httpTimeout
-policy.rejectionTTL = configuration.rejectionCache
-let pool = SessionPool(backend: HTTPSessionBackend(http: http, logoutTimeout: configuration.httpTimeout), policy: policy)
+let pool = SessionPool(backend: HTTPSessionBackend(http: http, logoutTimeout: configuration.httpTimeout),
+                       policy: configuration.poolPolicy)
 let credentials = CredentialStore(flagPath: configuration.credentialsPath, environment: ProcessInfo.processInfo.environment) { retired in
     // A profile's key changed or vanished from the credentials file: its sessions go.
     Task.detached { await pool.evict(Set(retired)) }

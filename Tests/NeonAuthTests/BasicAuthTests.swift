@@ -36,10 +36,7 @@ struct BasicAuthTests {
 
     @Test("sign returns the header, the pinned version and the v2 base URL")
     func signResult() throws {
-        let service = NeonAuthService(
-            settings: ServiceSettings(defaultEndpoints: Endpoints(v1BaseURL: "https://v1.example", v2BaseURL: "https://v2.example/v2", environment: "custom"),
-                                      apiVersion: "2.9", httpTimeout: 5),
-            pool: SessionPool(backend: FakeBackend(), policy: SessionPool.Policy()))
+        let service = makeTestService(v1: "https://v1.example", v2: "https://v2.example/v2", apiVersion: "2.9")
         let result = try service.sign(["orgId": "acme", "apiKey": "k"])
         let expected = "Basic " + Data("acme:k".utf8).base64EncodedString()
         #expect(result["authorization"] == .string(expected))
@@ -52,10 +49,7 @@ struct BasicAuthTests {
 
     @Test("an unknown member is refused without echoing its name (a pasted key could be there)")
     func unknownMember() {
-        let service = NeonAuthService(
-            settings: ServiceSettings(defaultEndpoints: Endpoints(v1BaseURL: "https://v1", v2BaseURL: "https://v2", environment: "custom"),
-                                      apiVersion: "2.11", httpTimeout: 5),
-            pool: SessionPool(backend: FakeBackend(), policy: SessionPool.Policy()))
+        let service = makeTestService(v1: "https://v1", v2: "https://v2", apiVersion: "2.11")
         #expect(throws: RPCError(.invalidParams, "Invalid params: unknown member (known members: apiKey, apiVersion, orgId, profile)")) {
             try service.sign(["orgId": "acme", "apiKey": "k", "SECRETKEY": "x"])
         }
@@ -77,10 +71,7 @@ struct BasicAuthTests {
             (["orgId": "acme", "apiKey": "SECRETKEY", "profile": "p"], "profile"),
           ] as [(JSONValue, String)])
     func invalidParams(params: JSONValue, field: String) {
-        let service = NeonAuthService(
-            settings: ServiceSettings(defaultEndpoints: Endpoints(v1BaseURL: "https://v1", v2BaseURL: "https://v2", environment: "custom"),
-                                      apiVersion: "2.11", httpTimeout: 5),
-            pool: SessionPool(backend: FakeBackend(), policy: SessionPool.Policy()))
+        let service = makeTestService(v1: "https://v1", v2: "https://v2", apiVersion: "2.11")
         do {
             _ = try service.sign(params)
             Issue.record("expected -32602 for \(field)")

@@ -74,3 +74,11 @@ final class ManualClock: Sendable {
     func advance(_ by: Double) { seconds.withLock { $0 += by } }
     var function: @Sendable () -> Double { { self.now } }
 }
+
+/// A service over a `FakeBackend` with custom endpoints, for tests that need no network.
+func makeTestService(v1: String = "https://v1", v2: String = "https://v2", apiVersion: String = "2.11") -> NeonAuthService {
+    NeonAuthService(
+        settings: ServiceSettings(defaultEndpoints: Endpoints(v1BaseURL: v1, v2BaseURL: v2, environment: "custom"),
+                                  apiVersion: apiVersion, httpTimeout: 5),
+        pool: SessionPool(backend: FakeBackend(), policy: SessionPool.Policy()))
+}

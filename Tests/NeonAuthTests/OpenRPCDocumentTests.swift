@@ -18,10 +18,7 @@ struct OpenRPCDocumentTests {
 
     @Test("every method the service answers is documented, and every documented method is served")
     func methodsMatch() throws {
-        let service = NeonAuthService(
-            settings: ServiceSettings(defaultEndpoints: Endpoints(v1BaseURL: "https://v1", v2BaseURL: "https://v2", environment: "custom"),
-                                      apiVersion: "2.11", httpTimeout: 5),
-            pool: SessionPool(backend: FakeBackend(), policy: SessionPool.Policy()))
+        let service = makeTestService(v1: "https://v1", v2: "https://v2", apiVersion: "2.11")
         let served = Set(service.handlers.keys).union(LSPCompatibility.handlers(name: "x", version: "0") {}.keys)
         guard case .array(let methods)? = OpenRPCDocument.value["methods"] else {
             Issue.record("no methods array")

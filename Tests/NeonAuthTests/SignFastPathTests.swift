@@ -6,10 +6,7 @@ import JSONRPC
 /// The `sign` fast path must answer exactly what the general path answers, or decline.
 @Suite("sign fast path agrees with the general path")
 struct SignFastPathTests {
-    let service = NeonAuthService(
-        settings: ServiceSettings(defaultEndpoints: Endpoints(v1BaseURL: "https://v1.example/api", v2BaseURL: "https://v2.example/v2", environment: "custom"),
-                                  apiVersion: "2.11", httpTimeout: 5),
-        pool: SessionPool(backend: FakeBackend(), policy: SessionPool.Policy()))
+    let service = makeTestService(v1: "https://v1.example/api", v2: "https://v2.example/v2", apiVersion: "2.11")
 
     var dispatcher: Dispatcher { Dispatcher(handlers: service.handlers, fastPaths: service.fastPaths) }
 
