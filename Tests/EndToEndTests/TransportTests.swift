@@ -155,6 +155,26 @@ struct TransportTests {
         #expect(ids.count == count)
     }
 
+    @Test("hardening: no core files (core limit 0) and, when not root, not dumpable")
+    func hardening() throws {
+        let neon = try NeonAuthProcess(arguments: [])
+        neon.send(signLine(id: "1"))
+        _ = try neon.response()
+        let pid = neon.process.processIdentifier
+        let limits = try String(contentsOfFile: "/proc/\(pid)/limits", encoding: .utf8)
+        let core = try #require(limits.split(separator: "\n").first { $0.hasPrefix("Max core file size") })
+        #expect(core.split(separator: " ", omittingEmptySubsequences: true).dropFirst(4).prefix(2).elementsEqual(["0", "0"]))
+        // A non-dumpable process's /proc entries belong to root, whoever runs it (only
+        // observable when the tests do not run as root).
+        if geteuid() != 0 {
+            var info = stat()
+            #expect(stat("/proc/\(pid)/mem", &info) == 0)
+            #expect(info.st_uid == 0)
+        }
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
+    }
+
     @Test("stdio hygiene: fd 1 points at stderr, inherited descriptors stay blocking")
     func descriptorHygiene() throws {
         let neon = try NeonAuthProcess(arguments: [])
