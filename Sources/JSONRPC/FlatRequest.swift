@@ -17,9 +17,9 @@ public struct FlatRequest {
     /// The message bytes (valid only during the call that received this value).
     public let bytes: UnsafeBufferPointer<UInt8>
     /// The `id` token exactly as sent (a number lexeme, or a quoted string).
-    public let id: Range<Int>
+    public fileprivate(set) var id: Range<Int>
     /// The contents of the `method` string.
-    public let method: Range<Int>
+    public fileprivate(set) var method: Range<Int>
     private var names: (Range<Int>, Range<Int>, Range<Int>, Range<Int>) = (0..<0, 0..<0, 0..<0, 0..<0)
     private var values: (Range<Int>, Range<Int>, Range<Int>, Range<Int>) = (0..<0, 0..<0, 0..<0, 0..<0)
     /// How many params members there are.
@@ -57,7 +57,12 @@ public struct FlatRequest {
 
     mutating func addParam(name: Range<Int>, value: Range<Int>) -> Bool {
         guard paramCount < Self.maxParams else { return false }
-        for index in 0..<paramCount where bytes[param(at: index).name].elementsEqual(bytes[name]) { return false }
+        for index in 0..<paramCount {
+            let other = param(at: index).name
+            if other.count == name.count, memcmp(bytes.baseAddress! + other.lowerBound, bytes.baseAddress! + name.lowerBound, name.count) == 0 {
+                return false
+            }
+        }
         switch paramCount {
         case 0: (names.0, values.0) = (name, value)
         case 1: (names.1, values.1) = (name, value)
@@ -136,7 +141,7 @@ private struct Scanner {
     }
 
     func equals(_ range: Range<Int>, _ text: StaticString) -> Bool {
-        range.count == text.utf8CodeUnitCount && bytes[range].elementsEqual(UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+        range.count == text.utf8CodeUnitCount && memcmp(bytes.baseAddress! + range.lowerBound, text.utf8Start, range.count) == 0
     }
 
     mutating func request() -> FlatRequest? {
@@ -186,12 +191,9 @@ private struct Scanner {
         }
         skipWhitespace()
         guard index == bytes.count, sawVersion, let id, let method else { return nil }
-        var request = FlatRequest(bytes: bytes, id: id, method: method)
-        for i in 0..<pending.paramCount {
-            let member = pending.param(at: i)
-            _ = request.addParam(name: member.name, value: member.value)
-        }
-        return request
+        pending.id = id
+        pending.method = method
+        return pending
     }
 }
 

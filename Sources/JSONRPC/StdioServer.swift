@@ -150,11 +150,11 @@ struct LineReader {
     mutating func consume(_ bytes: UnsafeBufferPointer<UInt8>, handle: (Event) -> Void) {
         var start = 0
         while start < bytes.count {
-            let remaining = UnsafeBufferPointer(rebasing: bytes[start...])
-            guard let newline = remaining.firstIndex(of: 0x0A).map({ $0 + start }) else {
+            guard let found = memchr(bytes.baseAddress! + start, 0x0A, bytes.count - start) else {
                 append(UnsafeBufferPointer(rebasing: bytes[start...]), handle: handle)
                 return
             }
+            let newline = bytes.baseAddress!.distance(to: found.assumingMemoryBound(to: UInt8.self))
             if discarding {
                 discarding = false
             } else if pending.isEmpty {

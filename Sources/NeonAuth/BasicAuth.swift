@@ -86,6 +86,10 @@ struct SignFastPath: Sendable {
     }
 
     private static let orgIdName = Array("orgId".utf8), apiKeyName = Array("apiKey".utf8), versionName = Array("apiVersion".utf8)
+    private static let head = Array(#"{"jsonrpc":"2.0","id":"#.utf8)
+    private static let authorization = Array(#","result":{"authorization":"Basic "#.utf8)
+    private static let headers = Array(#"","headers":{"Authorization":"Basic "#.utf8)
+    private static let version = Array(#"","NEON-API-VERSION":""#.utf8)
 
     func answer(_ request: FlatRequest, _ out: inout [UInt8]) -> Bool {
         var org: Range<Int>? = nil, key: Range<Int>? = nil, version: Range<Int>? = nil
@@ -110,16 +114,16 @@ struct SignFastPath: Sendable {
         var orgColon = [UInt8](UnsafeBufferPointer(rebasing: bytes[org]))
         orgColon.append(UInt8(ascii: ":"))
         let keyBytes = UnsafeBufferPointer(rebasing: bytes[key])
-        out.append(contentsOf: #"{"jsonrpc":"2.0","id":"#.utf8)
-        out.append(contentsOf: bytes[request.id])
-        out.append(contentsOf: #","result":{"authorization":"Basic "#.utf8)
+        out.append(contentsOf: Self.head)
+        out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[request.id]))
+        out.append(contentsOf: Self.authorization)
         let first = out.count
         orgColon.withUnsafeBufferPointer { BasicAuth.appendBase64(of: $0, keyBytes, to: &out) }
         let encoded = Array(out[first...])
-        out.append(contentsOf: #"","headers":{"Authorization":"Basic "#.utf8)
+        out.append(contentsOf: Self.headers)
         out.append(contentsOf: encoded)
-        out.append(contentsOf: #"","NEON-API-VERSION":""#.utf8)
-        if let version { out.append(contentsOf: bytes[version]) } else { out.append(contentsOf: defaultVersion) }
+        out.append(contentsOf: Self.version)
+        if let version { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[version])) } else { out.append(contentsOf: defaultVersion) }
         out.append(contentsOf: tail)
         return true
     }
