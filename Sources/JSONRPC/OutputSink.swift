@@ -20,6 +20,8 @@ public final class OutputSink: Sendable {
         var directWriting = false
         var writerSleeping = false
         var broken = false
+        /// Bytes written so far (drain watches it for progress).
+        var written = 0
         var framing = Framing.newlineDelimited
     }
 
@@ -128,15 +130,25 @@ public final class OutputSink: Sendable {
         }
     }
 
-    /// Waits until everything queued has been written (or the output broke).
-    /// - Parameter timeout: the longest wait, in seconds.
+    /// Waits until everything queued has been written (or the output broke), for as long as
+    /// the reader keeps taking bytes: it gives up after `stallTimeout` seconds in which nothing
+    /// could be written, or after `limit` seconds in all when one is given.
     /// - Returns: `true` when nothing is left to write.
     @discardableResult
-    public func drain(timeout: Double) -> Bool {
+    public func drain(stallTimeout: Double, limit: Double? = nil) -> Bool {
         flush()
-        let deadline = monotonicNow() + timeout
+        let start = monotonicNow()
+        var lastProgress = start
+        var lastWritten = state.withLock { $0.written }
         while state.withLock({ !$0.broken && ($0.writing || $0.directWriting || !$0.pending.isEmpty) }) {
-            if monotonicNow() > deadline { return false }
+            let written = state.withLock { $0.written }
+            if written != lastWritten {
+                lastWritten = written
+                lastProgress = monotonicNow()
+            } else if monotonicNow() - lastProgress > stallTimeout {
+                return false
+            }
+            if let limit, monotonicNow() - start > limit { return false }
             usleep(1000)
         }
         return true
@@ -179,6 +191,7 @@ public final class OutputSink: Sendable {
                 let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
                 if n > 0 {
                     offset += n
+                    state.withLock { $0.written += n }
                 } else if n < 0 && errno == EINTR {
                     continue
                 } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {

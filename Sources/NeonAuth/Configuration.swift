@@ -53,18 +53,18 @@ public struct Configuration: Sendable, Equatable {
     static let options: [(flag: String, env: String, value: String?, help: String)] = [
         ("--v1-base-url", "NEON_AUTH_V1_BASE_URL", "URL", "API v1 base URL (default: production, \(NeonEnvironment.production.v1BaseURL))"),
         ("--v2-base-url", "NEON_AUTH_V2_BASE_URL", "URL", "API v2 base URL returned by sign (default: production, \(NeonEnvironment.production.v2BaseURL))"),
-        ("--trial", "NEON_AUTH_TRIAL", nil, "use the trial instance hosts (env: 1/true/yes)"),
+        ("--trial", "NEON_AUTH_TRIAL", nil, "use the trial instance hosts (env: 1, true, yes or on; 0, false, no or off)"),
         ("--api-version", "NEON_AUTH_API_VERSION", "2.N", "NEON-API-VERSION sent by default (default: \(NeonAPIVersion.pinned))"),
         ("--idle-timeout", "NEON_AUTH_IDLE_TIMEOUT", "SECONDS", "NeonCRM's session idle window (default: 1800)"),
         ("--idle-margin", "NEON_AUTH_IDLE_MARGIN", "SECONDS", "stop handing out a session this long before its idle window ends (default: 60)"),
         ("--credentials", "NEON_AUTH_CREDENTIALS", "PATH", "credentials file (default: $XDG_CONFIG_HOME or ~/.config, /neon-auth/credentials.json)"),
         ("--http-timeout", "NEON_AUTH_HTTP_TIMEOUT", "SECONDS", "total deadline of one login, retries included (default: 10)"),
         ("--connect-timeout", "NEON_AUTH_CONNECT_TIMEOUT", "SECONDS", "give up one HTTP attempt after this long without progress (default: 5)"),
-        ("--refresh-ahead", "NEON_AUTH_REFRESH_AHEAD", "SECONDS", "start a background login this long before a session goes stale (default: 120)"),
+        ("--refresh-ahead", "NEON_AUTH_REFRESH_AHEAD", "SECONDS", "start a background login this long before a session goes stale (default: 120, at most a quarter of the window)"),
         ("--rejection-cache", "NEON_AUTH_REJECTION_CACHE", "SECONDS", "fail fast this long after NeonCRM rejected a credential (default: 10; 0 = off)"),
         ("--shutdown-timeout", "NEON_AUTH_SHUTDOWN_TIMEOUT", "SECONDS", "time allowed to log out every session at exit (default: 3)"),
         ("--log-level", "NEON_AUTH_LOG_LEVEL", "LEVEL", "error, warn, info or debug (default: warn); logs go to stderr"),
-        ("--max-message-bytes", "NEON_AUTH_MAX_MESSAGE_BYTES", "BYTES", "longest request line accepted (default: 1048576)"),
+        ("--max-message-bytes", "NEON_AUTH_MAX_MESSAGE_BYTES", "BYTES", "longest request accepted, 1024 to 1073741824 (default: 1048576)"),
     ]
 
     /// The `--help` text (no secrets: it never prints environment values).
@@ -75,7 +75,8 @@ public struct Configuration: Sendable, Equatable {
         Usage: neon-auth [OPTIONS]
 
         Reads newline-delimited JSON-RPC 2.0 requests on stdin and writes one response per line
-        on stdout. Methods: sign, openSession, closeSession. Logs go to stderr. On end of input
+        on stdout. Methods: sign, openSession, closeSession, status, rpc.discover (the
+        OpenRPC description of all of them). Logs go to stderr. On end of input
         it answers what is in flight, logs out pooled sessions and exits 0.
 
         Options (each also read from the environment variable shown; flags win):
@@ -134,7 +135,7 @@ public struct Configuration: Sendable, Equatable {
                 config.v1BaseURL = NeonEnvironment.trial.v1BaseURL
                 config.v2BaseURL = NeonEnvironment.trial.v2BaseURL
             case "0", "false", "no", "off": break
-            default: throw ConfigurationError("\(source): expected 1 or 0")
+            default: throw ConfigurationError("\(source): expected 1, true, yes or on (or 0, false, no, off)")
             }
         }
         if let (raw, source) = value("--v1-base-url") { config.v1BaseURL = try BaseURLPolicy.validate(raw, name: source) }
@@ -163,6 +164,12 @@ public struct Configuration: Sendable, Equatable {
         }
         guard config.idleMargin < config.idleTimeout else {
             throw ConfigurationError("--idle-margin must be smaller than --idle-timeout")
+        }
+        let window = config.idleTimeout - config.idleMargin
+        if value("--refresh-ahead") == nil {
+            config.refreshAhead = min(config.refreshAhead, window / 4)
+        } else if config.refreshAhead >= window {
+            throw ConfigurationError("--refresh-ahead must be smaller than --idle-timeout minus --idle-margin (\(formatSeconds(window)) s)")
         }
         if let (raw, source) = value("--log-level") {
             guard let level = LogLevel(name: raw) else { throw ConfigurationError("\(source): expected error, warn, info or debug") }

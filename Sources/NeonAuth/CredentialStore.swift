@@ -39,6 +39,8 @@ public final class CredentialStore: Sendable {
     public let pathSource: String
     private let environmentDefault: Profile?
     private let environmentDefaultError: RPCError?
+    /// Why the environment gave no `default` profile although one variable is set.
+    private let environmentNote: String?
     private let state = Mutex<Loaded?>(nil)
     private let onKeysRetired: @Sendable ([Credential]) -> Void
 
@@ -66,9 +68,14 @@ public final class CredentialStore: Sendable {
             (path, pathSource) = ((environment["HOME"] ?? "~") + "/.config/neon-auth/credentials.json", "~/.config")
         }
         let org = environment["NEON_ORG_ID"] ?? "", key = environment["NEON_API_KEY"] ?? ""
-        if org.isEmpty && key.isEmpty {
-            (environmentDefault, environmentDefaultError) = (nil, nil)
+        if org.isEmpty || key.isEmpty {
+            // Neither, or only one of the two: no environment profile (the file may have one).
+            environmentDefault = nil
+            environmentDefaultError = nil
+            environmentNote = org.isEmpty == key.isEmpty ? nil
+                : (org.isEmpty ? "NEON_API_KEY is set but NEON_ORG_ID is not" : "NEON_ORG_ID is set but NEON_API_KEY is not")
         } else {
+            environmentNote = nil
             do {
                 let credential = try Credential.validated(orgId: org, apiKey: key)
                 environmentDefault = Profile(name: "default", credential: credential, environment: nil, apiVersion: nil)
@@ -78,7 +85,7 @@ public final class CredentialStore: Sendable {
                 let field = error.data?["field"]?.stringValue == "orgId" ? "NEON_ORG_ID" : "NEON_API_KEY"
                 environmentDefault = nil
                 environmentDefaultError = RPCError(
-                    .noCredentials, "No usable credentials for profile 'default': \(field) is set but invalid (\(error.message.replacingInvalidParamsPrefix))",
+                    .noCredentials, "No usable credentials for profile 'default': \(field) is invalid (\(error.message.replacingInvalidParamsPrefix))",
                     data: ["searched": ["environment: NEON_ORG_ID, NEON_API_KEY"]])
             }
         }
@@ -93,20 +100,26 @@ public final class CredentialStore: Sendable {
         if name == "default", let environmentDefaultError { throw environmentDefaultError }
         switch loadIfChanged() {
         case .missing:
+            let what = name == "default" ? "for profile 'default'" : "for that profile"
+            let note = environmentNote.map { " (\($0))" } ?? ""
             throw RPCError(.noCredentials,
-                           "No credentials for profile '\(Params.printable(name))': looked in NEON_ORG_ID/NEON_API_KEY and \(path) (not found)",
+                           "No credentials \(what): looked in NEON_ORG_ID/NEON_API_KEY\(note) and \(path) (not found)",
                            data: ["searched": ["environment: NEON_ORG_ID, NEON_API_KEY", .string(path)]])
         case .loaded(.failure(let error)):
             throw error
         case .loaded(.success(let profiles)):
             if let profile = profiles[name] { return profile }
             if name == "default" {
+                let note = environmentNote ?? "NEON_ORG_ID/NEON_API_KEY are not set"
                 throw RPCError(.noCredentials,
-                               "No credentials for profile 'default': NEON_ORG_ID/NEON_API_KEY are not set and \(path) has no 'default' profile",
+                               "No credentials for profile 'default': \(note) and \(path) has no 'default' profile",
                                data: ["searched": ["environment: NEON_ORG_ID, NEON_API_KEY", .string(path)]])
             }
-            throw RPCError(.unknownProfile, "Unknown profile '\(Params.printable(name))' in \(path)",
-                           data: ["profile": .string(Params.printable(name))])
+            // The name asked for is not echoed (a key could have been pasted there); the file's
+            // own profile names are listed instead.
+            let known = profiles.keys.sorted()
+            throw RPCError(.unknownProfile, "Unknown profile: \(path) has no profile of that name (it has: \(known.joined(separator: ", ")))",
+                           data: ["profiles": .array(known.map(JSONValue.string))])
         }
     }
 

@@ -126,7 +126,7 @@ public struct NeonAuthService: Sendable {
     func resolve(_ p: Params) throws(RPCError) -> Resolved {
         let profileName = try p.optionalString("profile")
         let hasInline = p.has("orgId") || p.has("apiKey")
-        if let profileName, hasInline {
+        if profileName != nil, hasInline {
             throw .invalidParams("Invalid params: give either profile or orgId and apiKey, not both", field: "profile")
         }
         if hasInline {
@@ -176,7 +176,7 @@ public struct NeonAuthService: Sendable {
             log?.debug("openSession: \(who): \(opened.reused ? "reused pooled session" : "new login")")
             return ["userSessionId": .string(opened.userSessionId.exposedValue), "reused": .bool(opened.reused)]
         } catch {
-            let rpcError = error.rpcError(timeout: settings.httpTimeout, redacting: [resolved.credential.apiKey])
+            let rpcError = error.rpcError(timeout: settings.httpTimeout, redacting: resolved.credential)
             log?.info("openSession: \(who): \(rpcError.message)")
             throw rpcError
         }

@@ -1,3 +1,4 @@
+import Foundation
 import JSONRPC
 
 /// One error NeonCRM reported in an API v1 `errors.error` list.
@@ -46,14 +47,18 @@ extension ErrorCode {
 }
 
 extension NeonError {
-    /// The JSON-RPC error for this failure. NeonCRM's messages are passed through with
-    /// `secrets` redacted from them.
-    public func rpcError(timeout: Double, redacting secrets: [Secret]) -> RPCError {
+    /// The JSON-RPC error for this failure. NeonCRM's messages are passed through capped (at
+    /// most 10 errors of 300 characters) and with every form of the credential redacted: the
+    /// key raw, percent-encoded and in base64, and the Basic `org:key` pair in base64.
+    public func rpcError(timeout: Double, redacting credential: Credential? = nil) -> RPCError {
+        let forms = credential.map(Self.secretForms) ?? []
         func errorList(_ errors: [NeonV1Error]) -> JSONValue {
-            .array(errors.map { error in
-                var message = error.message
-                for secret in secrets { message = secret.redact(in: message) }
-                return ["errorCode": .string(error.code), "errorMessage": .string(message)]
+            .array(errors.prefix(10).map { error in
+                var message = String(error.message.prefix(300))
+                for form in forms where message.contains(form) {
+                    message = message.replacingOccurrences(of: form, with: "<redacted>")
+                }
+                return ["errorCode": .string(String(error.code.prefix(20))), "errorMessage": .string(message)]
             })
         }
         switch self {
@@ -83,6 +88,21 @@ extension NeonError {
         case .cancelled:
             return RPCError(.shuttingDown, "neon-auth is shutting down", data: ["retryable": true])
         }
+    }
+}
+
+extension NeonError {
+    /// The forms in which a credential's secret could be echoed back by a server.
+    static func secretForms(_ credential: Credential) -> [String] {
+        let key = credential.apiKey.exposedValue
+        guard !key.isEmpty else { return [] }
+        var forms: Set<String> = [key, FormEncoding.escape(key), FormEncoding.escape(key).replacingOccurrences(of: "%20", with: "+"),
+                                  key.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? key,
+                                  Data(key.utf8).base64EncodedString(),
+                                  BasicAuth.authorization(for: credential).dropFirst("Basic ".count).description]
+        // Base64 without padding, as it may appear inside longer encoded text.
+        for form in Array(forms) where form.hasSuffix("=") { forms.insert(form.trimmingCharacters(in: CharacterSet(charactersIn: "="))) }
+        return forms.filter { $0.count >= 4 }.sorted { $0.count > $1.count }
     }
 }
 

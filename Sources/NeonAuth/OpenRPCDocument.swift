@@ -1447,17 +1447,20 @@ public enum OpenRPCDocument {
         "code": -32022,
         "message": "Unknown profile: the credentials file has no profile of that name.",
         "data": {
-          "description": "The profile asked for.",
+          "description": "The profiles the credentials file does have. The name asked for is not echoed, in case a key was pasted in its place.",
           "x-presence": "always",
           "type": "object",
           "required": [
-            "profile"
+            "profiles"
           ],
           "additionalProperties": false,
           "properties": {
-            "profile": {
-              "type": "string",
-              "description": "The name asked for (without control characters, cut to 40 characters plus an ellipsis)."
+            "profiles": {
+              "type": "array",
+              "items": {
+                "type": "string"
+              },
+              "description": "The profile names in the credentials file, sorted."
             }
           }
         }

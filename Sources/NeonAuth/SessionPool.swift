@@ -391,13 +391,18 @@ public actor SessionPool {
                 try? await Task.sleep(nanoseconds: UInt64(deadline * 1e9))
                 return .deadline
             }
-            for await outcome in group {
+            let expected = all.count + pending.count
+            collect: for await outcome in group {
                 switch outcome {
-                case .deadline: break
-                case .pendingDone: finished += 1; continue
-                case .loggedOut(let ok): finished += 1; if ok { loggedOut += 1 }; continue
+                case .deadline:
+                    break collect
+                case .pendingDone:
+                    finished += 1
+                case .loggedOut(let ok):
+                    finished += 1
+                    if ok { loggedOut += 1 }
                 }
-                break
+                if finished == expected { break collect }
             }
             group.cancelAll()
         }

@@ -60,7 +60,7 @@ final class Lifecycle: @unchecked Sendable {
                 log.warn("shutting down with requests still in flight")
             }
         }
-        output?.drain(timeout: 2)
+        // Log out pooled sessions while the remaining responses drain to a possibly slow reader.
         let done = DispatchSemaphore(value: 0)
         let result = Mutex<(Int, Int)>((0, 0))
         let pool = self.pool, deadline = shutdownTimeout
@@ -68,6 +68,11 @@ final class Lifecycle: @unchecked Sendable {
             let r = await pool.shutdown(deadline: deadline)
             result.withLock { $0 = r }
             done.signal()
+        }
+        // End of input waits for a slow reader as long as it keeps reading; a signal asks to
+        // stop, so its wait is bounded.
+        if let output, !output.drain(stallTimeout: 10, limit: reason == .signal ? max(3, shutdownTimeout) : nil) {
+            log.warn("stdout is not taking the remaining responses: exiting with some unwritten")
         }
         if done.wait(timeout: .now() + shutdownTimeout + 1) == .timedOut {
             log.warn("logout at exit did not finish in time")

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import JSONRPC
 @testable import NeonAuth
@@ -74,13 +75,22 @@ struct NeonV1ParserTests {
         }
     }
 
-    @Test("NeonCRM messages that echo the key are redacted in the JSON-RPC error")
+    @Test("NeonCRM messages that echo the key in any form are redacted and capped in the JSON-RPC error")
     func redaction() {
-        let error = NeonError.credentialsRejected([NeonV1Error(code: "5", message: "bad key SECRET123 for org")])
-            .rpcError(timeout: 10, redacting: [Secret("SECRET123")])
+        let key = "SECRET-a1:b2+/=%& é"
+        let credential = Credential(orgId: "acme", apiKey: Secret(key))
+        let basic = BasicAuth.authorization(for: credential)
+        let echoes = [key, FormEncoding.escape(key), Data(key.utf8).base64EncodedString(), basic,
+                      "login.apiKey=" + FormEncoding.escape(key) + "&login.orgid=acme"]
+        let errors = echoes.map { NeonV1Error(code: "5", message: "bad: \($0) end") }
+            + [NeonV1Error(code: "5", message: String(repeating: "x", count: 5000))]
+        let error = NeonError.credentialsRejected(errors).rpcError(timeout: 10, redacting: credential)
+        let text = JSONWriter.string(error.json)
         #expect(error.code == .credentialsRejected)
-        #expect(!JSONWriter.string(error.json).contains("SECRET123"))
-        #expect(error.data?["errors"] == [["errorCode": "5", "errorMessage": "bad key <redacted> for org"]])
+        for form in NeonError.secretForms(credential) { #expect(!text.contains(form)) }
+        #expect(!text.contains("SECRET"))
+        #expect(text.contains("bad: <redacted> end"))
+        #expect(text.count < 3000, "messages are capped")
     }
 
     @Test("form encoding percent-encodes everything outside the unreserved set")

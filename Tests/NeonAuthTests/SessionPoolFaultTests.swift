@@ -64,7 +64,7 @@ struct SessionPoolFaultTests {
                 }
                 #expect(errors == rejection)
                 #expect(cached > 0 && cached <= 30)
-                let rpc = error.rpcError(timeout: 10, redacting: [])
+                let rpc = error.rpcError(timeout: 10)
                 #expect(rpc.message.contains("cached"))
                 #expect(rpc.data?["cached"] == true)
             }

@@ -36,7 +36,7 @@ CASES = [
     ("sign answering -32010 (not documented for sign)", SIGN, err(1, -32010), False),
     ("sign answering -32001 (only openSession contacts NeonCRM)", SIGN,
      err(1, -32001, data={"errors": [], "retryable": False}), False),
-    ("sign answering -32022 with its data", SIGN, err(1, -32022, data={"profile": "p"}), True),
+    ("sign answering -32022 with its data", SIGN, err(1, -32022, data={"profiles": ["p"]}), True),
     ("sign answering -32022 without data", SIGN, err(1, -32022), False),
     ("closeSession -32010", CLOSE, err("c", -32010), True),
     ("closeSession -32010 with data", CLOSE, err("c", -32010, data={}), False),

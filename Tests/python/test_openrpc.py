@@ -232,7 +232,7 @@ ERROR_DATA_SAMPLES = [
     (-32020, {"searched": []}, True),
     (-32021, {"path": "/home/u/.config/neon-auth/credentials.json", "reason": "mode 644"}, True),
     (-32021, {"path": "/x"}, False),
-    (-32022, {"profile": "sandbox"}, True),
+    (-32022, {"profiles": ["sandbox"]}, True),
     (-32010, {}, False),
     (-32011, None, False),
 ]

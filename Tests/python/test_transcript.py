@@ -234,7 +234,7 @@ def test_profiles(start_client, isolated_env, fake):
     assert signed["authorization"] == basic(ORG, KEY)
     assert signed["headers"]["NEON-API-VERSION"] == "2.5"
     assert expect_ok(client, "sign", profile="sandbox", apiVersion="2.7")["headers"]["NEON-API-VERSION"] == "2.7"
-    assert expect_error(client, -32022, "sign", profile="nope") == {"profile": "nope"}
+    assert expect_error(client, -32022, "sign", profile="nope") == {"profiles": ["sandbox"]}
     expect_error(client, -32022, "openSession", profile="nope")
     expect_error(client, -32020, "sign")  # the file has no 'default' profile
     opened = expect_ok(client, "openSession", profile="sandbox")
