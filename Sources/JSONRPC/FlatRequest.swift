@@ -103,6 +103,11 @@ private struct Scanner {
         let start = index
         while index < bytes.count {
             let byte = bytes[index]
+            // Plain printable ASCII other than `"` and `\` is by far the common case.
+            if byte >= 0x20 && byte < 0x80 && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "\\") {
+                index += 1
+                continue
+            }
             if byte == UInt8(ascii: "\"") {
                 index += 1
                 return start..<(index - 1)

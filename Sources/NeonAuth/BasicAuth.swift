@@ -23,17 +23,21 @@ public enum BasicAuth {
 
     private static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
 
-    /// Appends standard base64 (RFC 4648, padded) of `first` followed by `second` to `out`
-    /// (`copies` times), without joining the inputs first: the hot path encodes `orgId:` and
-    /// `apiKey` where they lie.
-    static func appendBase64(of first: UnsafeBufferPointer<UInt8>, _ second: UnsafeBufferPointer<UInt8>,
-                             to out: inout [UInt8], copies: Int = 1) {
-        let total = first.count + second.count
+    /// Appends standard base64 (RFC 4648, padded) of `first`, then `separator` if given, then
+    /// `second` to `out`, without joining the inputs first (the hot path encodes `orgId`, `:`
+    /// and `apiKey` where they lie). With `repeatAfter`, appends those bytes and the same
+    /// encoding once more (the response carries the header value twice).
+    static func appendBase64(of first: UnsafeBufferPointer<UInt8>, separator: UInt8? = nil, _ second: UnsafeBufferPointer<UInt8>,
+                             to out: inout [UInt8], repeatAfter: [UInt8]? = nil) {
+        let split = first.count + (separator == nil ? 0 : 1)
+        let total = split + second.count
         let length = (total + 2) / 3 * 4
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(length, 1)) { encoded in
             alphabet.withUnsafeBufferPointer { table in
                 @inline(__always) func byte(_ i: Int) -> UInt32 {
-                    UInt32(i < first.count ? first[i] : second[i - first.count])
+                    if i < first.count { return UInt32(first[i]) }
+                    if i < split { return UInt32(separator!) }
+                    return UInt32(second[i - split])
                 }
                 var i = 0, o = 0
                 while i + 3 <= total {
@@ -55,7 +59,11 @@ public enum BasicAuth {
                 }
             }
             let result = UnsafeBufferPointer(rebasing: encoded[0..<length])
-            for _ in 0..<copies { out.append(contentsOf: result) }
+            out.append(contentsOf: result)
+            if let repeatAfter {
+                out.append(contentsOf: repeatAfter)
+                out.append(contentsOf: result)
+            }
         }
     }
 }
@@ -110,18 +118,11 @@ struct SignFastPath: Sendable {
             guard v.count > 2, v.count <= 8, v[v.startIndex] == UInt8(ascii: "2"), v[v.startIndex + 1] == UInt8(ascii: "."),
                   v.dropFirst(2).allSatisfy({ $0 &- UInt8(ascii: "0") < 10 }) else { return false }
         }
-        // Encode "org:key" from two pieces: the org with its colon, then the key.
-        var orgColon = [UInt8](UnsafeBufferPointer(rebasing: bytes[org]))
-        orgColon.append(UInt8(ascii: ":"))
-        let keyBytes = UnsafeBufferPointer(rebasing: bytes[key])
         out.append(contentsOf: Self.head)
         out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[request.id]))
         out.append(contentsOf: Self.authorization)
-        let first = out.count
-        orgColon.withUnsafeBufferPointer { BasicAuth.appendBase64(of: $0, keyBytes, to: &out) }
-        let encoded = Array(out[first...])
-        out.append(contentsOf: Self.headers)
-        out.append(contentsOf: encoded)
+        BasicAuth.appendBase64(of: UnsafeBufferPointer(rebasing: bytes[org]), separator: UInt8(ascii: ":"),
+                               UnsafeBufferPointer(rebasing: bytes[key]), to: &out, repeatAfter: Self.headers)
         out.append(contentsOf: Self.version)
         if let version { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[version])) } else { out.append(contentsOf: defaultVersion) }
         out.append(contentsOf: tail)
