@@ -54,11 +54,15 @@ extension NeonError {
         let forms = credential.map(Self.secretForms) ?? []
         func errorList(_ errors: [NeonV1Error]) -> JSONValue {
             .array(errors.prefix(10).map { error in
-                var message = String(error.message.prefix(300))
-                for form in forms where message.contains(form) {
-                    message = message.replacingOccurrences(of: form, with: "<redacted>")
+                // Redact first, then cap: a cap could otherwise cut a secret in half.
+                func clean(_ text: String, limit: Int) -> String {
+                    var text = text
+                    for form in forms where text.range(of: form, options: .caseInsensitive) != nil {
+                        text = text.replacingOccurrences(of: form, with: "<redacted>", options: .caseInsensitive)
+                    }
+                    return String(text.prefix(limit))
                 }
-                return ["errorCode": .string(String(error.code.prefix(20))), "errorMessage": .string(message)]
+                return ["errorCode": .string(clean(error.code, limit: 20)), "errorMessage": .string(clean(error.message, limit: 300))]
             })
         }
         switch self {

@@ -8,6 +8,16 @@ import JSONRPC
 import NeonAuth
 import CNeonSystem
 
+// Descriptors 0-2 must be open before anything else is opened: if a parent closed stderr, the
+// protocol's duplicate of stdout (or any file) would land on fd 2 and logs would corrupt the
+// stream. Closed ones are pointed at /dev/null.
+for fd: Int32 in 0...2 where fcntl(fd, F_GETFD) == -1 {
+    let null = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY)
+    if null >= 0 && null != fd {
+        _ = dup2(null, fd)
+        close(null)
+    }
+}
 let configuration: Configuration
 do {
     switch try Configuration.parse(arguments: Array(CommandLine.arguments.dropFirst()), environment: ProcessInfo.processInfo.environment) {
@@ -20,20 +30,12 @@ do {
         exit(0)
     }
 } catch {
-    FileHandle.standardError.write(Data("neon-auth: \(error)\n".utf8))
+    // write(2), not FileHandle: a full or broken stderr must not crash the error path.
+    let message = Array("neon-auth: \(error)\n".utf8)
+    _ = message.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
     exit(2)
 }
 
-// Descriptors 0-2 must be open before anything else is opened: if a parent closed stderr, the
-// protocol's duplicate of stdout (or any file) would land on fd 2 and logs would corrupt the
-// stream. Closed ones are pointed at /dev/null.
-for fd: Int32 in 0...2 where fcntl(fd, F_GETFD) == -1 {
-    let null = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY)
-    if null >= 0 && null != fd {
-        _ = dup2(null, fd)
-        close(null)
-    }
-}
 // No core dumps and no ptrace by other processes of this user: keys live in this memory.
 _ = neon_auth_harden_process()
 // A parent may have spawned us with SIGTERM/SIGINT blocked (the mask is inherited); the

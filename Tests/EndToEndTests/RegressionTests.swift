@@ -51,6 +51,20 @@ struct RegressionTests {
         #expect(!text.contains("neon-auth:"))
     }
 
+    @Test("a bad flag with stderr closed or full still exits 2 and writes nothing to stdout", arguments: ["2>&-", "2>/dev/full"])
+    func badFlagWithBrokenStderr(redirect: String) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", "exec \"$0\" --bogus \(redirect) </dev/null", try neonAuthBinary()]
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        let text = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 2)
+        #expect(text.isEmpty)
+    }
+
     @Test("an unknown profile name is not echoed (a key may have been pasted there)")
     func profileNameNotEchoed() throws {
         let dir = try TempDir()

@@ -83,12 +83,16 @@ struct NeonV1ParserTests {
         let echoes = [key, FormEncoding.escape(key), Data(key.utf8).base64EncodedString(), basic,
                       "login.apiKey=" + FormEncoding.escape(key) + "&login.orgid=acme"]
         let errors = echoes.map { NeonV1Error(code: "5", message: "bad: \($0) end") }
-            + [NeonV1Error(code: "5", message: String(repeating: "x", count: 5000))]
+            + [NeonV1Error(code: "5", message: String(repeating: "x", count: 5000)),
+               // The key straddling the length cap, echoed as the code, and percent-encoded in lower case.
+               NeonV1Error(code: key, message: String(repeating: "y", count: 290) + key),
+               NeonV1Error(code: "5", message: FormEncoding.escape(key).lowercased())]
         let error = NeonError.credentialsRejected(errors).rpcError(timeout: 10, redacting: credential)
         let text = JSONWriter.string(error.json)
         #expect(error.code == .credentialsRejected)
         for form in NeonError.secretForms(credential) { #expect(!text.contains(form)) }
         #expect(!text.contains("SECRET"))
+        #expect(!text.lowercased().contains("secret"))
         #expect(text.contains("bad: <redacted> end"))
         #expect(text.count < 3000, "messages are capped")
     }
