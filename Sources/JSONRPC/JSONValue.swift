@@ -30,18 +30,6 @@ public enum JSONValue: Sendable, Equatable {
         if case .bool(let b) = self { return b }
         return nil
     }
-
-    /// A short name of the value's JSON type (`"string"`, `"object"`, ...), for error messages.
-    public var typeName: String {
-        switch self {
-        case .null: return "null"
-        case .bool: return "boolean"
-        case .number: return "number"
-        case .string: return "string"
-        case .array: return "array"
-        case .object: return "object"
-        }
-    }
 }
 
 /// An ordered JSON object. Duplicate keys are kept as read; lookups return the last one.

@@ -137,18 +137,18 @@ public final class OutputSink: Sendable {
     @discardableResult
     public func drain(stallTimeout: Double, limit: Double? = nil) -> Bool {
         flush()
-        let start = monotonicNow()
+        let start = monotonicSeconds()
         var lastProgress = start
         var lastWritten = state.withLock { $0.written }
         while state.withLock({ !$0.broken && ($0.writing || $0.directWriting || !$0.pending.isEmpty) }) {
             let written = state.withLock { $0.written }
             if written != lastWritten {
                 lastWritten = written
-                lastProgress = monotonicNow()
-            } else if monotonicNow() - lastProgress > stallTimeout {
+                lastProgress = monotonicSeconds()
+            } else if monotonicSeconds() - lastProgress > stallTimeout {
                 return false
             }
-            if let limit, monotonicNow() - start > limit { return false }
+            if let limit, monotonicSeconds() - start > limit { return false }
             usleep(1000)
         }
         return true
@@ -227,8 +227,8 @@ public enum Framing: Sendable, Equatable {
     }
 }
 
-/// Seconds on the monotonic clock.
-func monotonicNow() -> Double {
+/// Seconds on the monotonic clock (not affected by wall-clock changes).
+@Sendable public func monotonicSeconds() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9

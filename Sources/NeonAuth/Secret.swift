@@ -1,5 +1,3 @@
-import Foundation
-
 /// A secret string (an API key or a user session ID) that never prints itself.
 ///
 /// `description`, `debugDescription` and reflection all show `<redacted>`, so a secret that
@@ -17,11 +15,4 @@ public struct Secret: Sendable, Hashable, CustomStringConvertible, CustomDebugSt
     public var description: String { "<redacted>" }
     public var debugDescription: String { "<redacted>" }
     public var customMirror: Mirror { Mirror(self, children: [], displayStyle: .struct) }
-
-    /// `text` with every occurrence of this secret replaced by `<redacted>`; for text that
-    /// comes from elsewhere (e.g. a NeonCRM error message) and might echo the secret.
-    public func redact(in text: String) -> String {
-        guard !value.isEmpty, text.contains(value) else { return text }
-        return text.replacingOccurrences(of: value, with: "<redacted>")
-    }
 }

@@ -1,8 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+import JSONRPC
 
 /// Logs in and out of NeonCRM API v1 for the session pool: one attempt per call. The seam
 /// that tests replace.
@@ -443,13 +439,6 @@ extension NeonError {
         case .credentialsRejected, .unexpectedResponse, .cancelled: return false
         }
     }
-}
-
-/// Seconds on the monotonic clock (not affected by wall-clock changes).
-@Sendable public func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }
 
 /// The production backend: API v1 over HTTP.

@@ -25,7 +25,7 @@ final class TempDir {
         try FileManager.default.createDirectory(atPath: (file as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         // Write to a temp file and rename, as editors do, so readers never see half a file.
         let temp = file + ".tmp"
-        FileManager.default.createFile(atPath: temp, contents: Data(text.utf8), attributes: [.posixPermissions: mode])
+        _ = FileManager.default.createFile(atPath: temp, contents: Data(text.utf8), attributes: [.posixPermissions: mode])
         chmod(temp, mode_t(mode))
         _ = rename(temp, file)
         return file
@@ -133,7 +133,7 @@ struct ProfileTests {
     func refusedContent() throws {
         let dir = try TempDir()
         let file = dir.path + "/bad.json"
-        FileManager.default.createFile(atPath: file, contents: Data(#"{"profiles": {"p": {"orgId": "acme", "apiKey": "SENTINEL-content"#.utf8),
+        _ = FileManager.default.createFile(atPath: file, contents: Data(#"{"profiles": {"p": {"orgId": "acme", "apiKey": "SENTINEL-content"#.utf8),
                                        attributes: [.posixPermissions: 0o600])
         let neon = try NeonAuthProcess(arguments: ["--credentials", file])
         neon.send(#"{"jsonrpc":"2.0","id":1,"method":"sign","params":{"profile":"p"}}"#)

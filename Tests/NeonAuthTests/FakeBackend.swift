@@ -34,6 +34,30 @@ final class FakeBackend: SessionBackend {
         for continuation in waiting { continuation.resume() }
     }
 
+    /// Runs `count` copies of `body` at once while logins are held, so that every copy reaches
+    /// the pool before the first login completes; then releases the login and collects results.
+    func whileLoginHeld<T: Sendable>(_ count: Int, _ body: @escaping @Sendable () async throws -> T) async throws -> [T] {
+        hold()
+        return try await withThrowingTaskGroup(of: T.self) { group in
+            for _ in 0..<count { group.addTask { try await body() } }
+            await waitForWaitingLogins(1)
+            try await Task.sleep(nanoseconds: 20_000_000)
+            release()
+            var all: [T] = []
+            for try await result in group { all.append(result) }
+            return all
+        }
+    }
+
+    /// Waits (bounded) until `count` logins have completed.
+    func waitForLogins(_ count: Int) async {
+        for _ in 0..<1000 {
+            if logins >= count { break }
+            try? await Task.sleep(nanoseconds: 1_000_000)
+        }
+        try? await Task.sleep(nanoseconds: 5_000_000)  // let the pool install it
+    }
+
     func failNextLogin(with error: NeonError) { state.withLock { $0.failNext.append(error) } }
 
     func login(_ key: SessionPool.Key, timeout: Double) async throws(NeonError) -> Secret {

@@ -21,6 +21,16 @@ struct SessionPoolFaultTests {
         return SessionPool(backend: backend, policy: policy)
     }
 
+    /// A pool on the manual clock whose sessions enter the refresh window after 70 s idle
+    /// (idle window 100 s, margin 10 s, refresh ahead 20 s).
+    func makeRefreshingPool() -> SessionPool {
+        var policy = SessionPool.Policy()
+        policy.idleTimeout = 100
+        policy.idleMargin = 10
+        policy.refreshAhead = 20
+        return SessionPool(backend: backend, policy: policy, clock: clock.function)
+    }
+
     @Test("transient login failures are retried within the deadline", arguments: [
         NeonError.unavailable(httpStatus: 503, errors: []), .unavailable(httpStatus: nil, errors: []),
         .unavailable(httpStatus: nil, errors: [NeonV1Error(code: "2", message: "down")]), .timedOut,
@@ -98,11 +108,7 @@ struct SessionPoolFaultTests {
 
     @Test("refresh ahead: inside the advisory window one background login starts; callers keep the current session until it is ready")
     func refreshAhead() async throws {
-        var policy = SessionPool.Policy()
-        policy.idleTimeout = 100
-        policy.idleMargin = 10
-        policy.refreshAhead = 20
-        let pool = SessionPool(backend: backend, policy: policy, clock: clock.function)
+        let pool = makeRefreshingPool()
         let first = try await pool.open(acme)
         _ = try await pool.close(first.userSessionId, logout: false)
         clock.advance(75)  // idle 75 >= 100 - 10 - 20: inside the advisory window, still fresh
@@ -114,11 +120,7 @@ struct SessionPoolFaultTests {
         let again = try await pool.open(acme)
         #expect(again.userSessionId == first.userSessionId, "no caller waits for the refresh")
         backend.release()
-        for _ in 0..<1000 {
-            if !(backend.logins < 2) { break }
-            try await Task.sleep(nanoseconds: 1_000_000)
-        }
-        try await Task.sleep(nanoseconds: 5_000_000)
+        await backend.waitForLogins(2)
         let after = try await pool.open(acme)
         #expect(after.userSessionId != first.userSessionId)
         #expect(backend.logins == 2)
@@ -133,16 +135,8 @@ struct SessionPoolFaultTests {
     func hundredReplaces() async throws {
         let pool = makePool()
         let original = try await pool.open(acme)
-        backend.hold()
-        let ids = try await withThrowingTaskGroup(of: Secret.self) { group in
-            for _ in 0..<100 { group.addTask { try await pool.open(acme, replace: original.userSessionId).userSessionId } }
-            await backend.waitForWaitingLogins(1)
-            try await Task.sleep(nanoseconds: 20_000_000)
-            backend.release()
-            var all = Set<Secret>()
-            for try await id in group { all.insert(id) }
-            return all
-        }
+        let acme = self.acme
+        let ids = Set(try await backend.whileLoginHeld(100) { try await pool.open(acme, replace: original.userSessionId).userSessionId })
         #expect(ids.count == 1 && !ids.contains(original.userSessionId))
         #expect(backend.logins == 2)
     }
@@ -164,11 +158,7 @@ struct SessionPoolFaultTests {
 
     @Test("close racing a refresh: closing with logout the current session while a refresh runs leaves only the new session")
     func closeDuringRefresh() async throws {
-        var policy = SessionPool.Policy()
-        policy.idleTimeout = 100
-        policy.idleMargin = 10
-        policy.refreshAhead = 20
-        let pool = SessionPool(backend: backend, policy: policy, clock: clock.function)
+        let pool = makeRefreshingPool()
         let first = try await pool.open(acme)
         clock.advance(75)
         backend.hold()
@@ -176,11 +166,7 @@ struct SessionPoolFaultTests {
         await backend.waitForWaitingLogins(1)
         #expect(try await pool.close(first.userSessionId, logout: true) == true)
         backend.release()
-        for _ in 0..<1000 {
-            if !(backend.logins < 2) { break }
-            try await Task.sleep(nanoseconds: 1_000_000)
-        }
-        try await Task.sleep(nanoseconds: 5_000_000)
+        await backend.waitForLogins(2)
         let sessions = await pool.sessions()
         #expect(sessions.count == 1 && sessions.first?.current == true)
         #expect(backend.loggedOut == [first.userSessionId.exposedValue])

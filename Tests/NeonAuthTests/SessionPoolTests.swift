@@ -51,17 +51,8 @@ struct SessionPoolTests {
     @Test("50 concurrent opens for one key make exactly 1 login")
     func singleFlight() async throws {
         let pool = makePool()
-        backend.hold()
-        let results = try await withThrowingTaskGroup(of: SessionPool.Opened.self) { group in
-            for _ in 0..<50 { group.addTask { try await pool.open(acme) } }
-            await backend.waitForWaitingLogins(1)
-            // Let every other open reach the pool before the login finishes.
-            try await Task.sleep(nanoseconds: 20_000_000)
-            backend.release()
-            var all: [SessionPool.Opened] = []
-            for try await r in group { all.append(r) }
-            return all
-        }
+        let acme = self.acme
+        let results = try await backend.whileLoginHeld(50) { try await pool.open(acme) }
         #expect(results.count == 50)
         #expect(Set(results.map(\.userSessionId)).count == 1)
         #expect(backend.logins == 1)
@@ -103,16 +94,8 @@ struct SessionPoolTests {
     func replace() async throws {
         let pool = makePool()
         let original = try await pool.open(acme)
-        backend.hold()
-        let results = try await withThrowingTaskGroup(of: SessionPool.Opened.self) { group in
-            for _ in 0..<20 { group.addTask { try await pool.open(acme, replace: original.userSessionId) } }
-            await backend.waitForWaitingLogins(1)
-            try await Task.sleep(nanoseconds: 20_000_000)
-            backend.release()
-            var all: [SessionPool.Opened] = []
-            for try await r in group { all.append(r) }
-            return all
-        }
+        let acme = self.acme
+        let results = try await backend.whileLoginHeld(20) { try await pool.open(acme, replace: original.userSessionId) }
         #expect(backend.logins == 2)
         #expect(Set(results.map(\.userSessionId)).count == 1)
         #expect(results[0].userSessionId != original.userSessionId)
