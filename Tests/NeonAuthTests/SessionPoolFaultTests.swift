@@ -1,4 +1,5 @@
 import Testing
+import JSONRPC
 @testable import NeonAuth
 
 @Suite("Session pool under faults")
