@@ -131,7 +131,7 @@ struct SignFastPath: Sendable {
 
     /// Non-empty printable ASCII without edge spaces (and without `:` unless allowed): the
     /// values ``Credential/validated(orgId:apiKey:)`` accepts, restricted to ASCII.
-    private static func plainASCII(_ value: Slice<UnsafeBufferPointer<UInt8>>, allowColon: Bool) -> Bool {
+    static func plainASCII(_ value: Slice<UnsafeBufferPointer<UInt8>>, allowColon: Bool) -> Bool {
         guard let first = value.first, let last = value.last, first != 0x20, last != 0x20 else { return false }
         for byte in value where byte < 0x20 || byte >= 0x7F || (!allowColon && byte == UInt8(ascii: ":")) { return false }
         return true

@@ -90,10 +90,21 @@ public struct NeonAuthService: Sendable {
         startedAt = monotonicSeconds()
     }
 
-    /// Fast paths (see `FastPath`): `sign` for inline ASCII credentials.
+    /// Fast paths (see `FastPath`): `sign` for inline ASCII credentials; `openSession` handing
+    /// out a fresh pooled session for inline ASCII credentials and `closeSession` releasing a
+    /// hold (see ``SessionFastPaths``). `openSession`'s is left out at debug level, where the
+    /// general path logs each call.
     public var fastPaths: [String: FastPath] {
         let sign = SignFastPath(settings: settings)
-        return ["sign": { request, out in sign.answer(request, &out) }]
+        let sessions = SessionFastPaths(pool: pool, v1BaseURL: settings.defaultEndpoints.v1BaseURL)
+        var paths: [String: FastPath] = [
+            "sign": { request, out in sign.answer(request, &out) },
+            "closeSession": { request, out in sessions.close(request, &out) },
+        ]
+        if log?.enabled(.debug) != true {
+            paths["openSession"] = { request, out in sessions.open(request, &out) }
+        }
+        return paths
     }
 
     /// The method table: `sign` and `status` need no network; the session methods are deferred.

@@ -1,4 +1,5 @@
 import JSONRPC
+import Synchronization
 
 /// Logs in and out of NeonCRM API v1 for the session pool: one attempt per call. The seam
 /// that tests replace.
@@ -36,6 +37,11 @@ public enum SessionPoolError: Error, Sendable, Equatable {
 /// - Logins are retried on transient failures (unreachable, timeout, HTTP 5xx/429, v1 errors 1
 ///   and 2) with capped exponential backoff and full jitter, within `loginDeadline`. A rejected
 ///   credential is remembered for `rejectionTTL` seconds and fails fast meanwhile.
+///
+/// The hand-out state (which session is current per key, every known session, holders, last use)
+/// lives behind one lock, so that ``openPooled(_:)`` and ``releasePooled(_:)`` can serve the
+/// common case (a fresh pooled session, a release that logs nothing out) synchronously, without
+/// a task or an actor hop; everything else (logins, refresh, logouts) is the actor's.
 public actor SessionPool {
     /// What identifies one pooled user: two API keys of one org never share a session.
     public struct Key: Hashable, Sendable {
@@ -88,7 +94,9 @@ public actor SessionPool {
         public var rejectionsServedFromCache = 0
     }
 
-    private final class Record {
+    /// One session. Its `let`s are immutable; its `var`s are read and written only while
+    /// holding `ledger`'s lock (hence `@unchecked Sendable`).
+    private final class Record: @unchecked Sendable {
         let id: Secret
         let key: Key
         let label: Label
@@ -115,16 +123,29 @@ public actor SessionPool {
     /// The timing policy.
     public nonisolated let policy: Policy
 
-    private var current: [Key: Record] = [:]
-    private var records: [Secret: Record] = [:]
+    /// The hand-out state: shared by the actor and the synchronous fast path.
+    private struct Ledger {
+        /// The session handed out per key.
+        var current: [Key: Record] = [:]
+        /// Every session the pool knows (current, or retired but still held).
+        var records: [Secret: Record] = [:]
+        var shuttingDown = false
+        /// Sessions handed out with no login (the `reuses` counter).
+        var reuses = 0
+    }
+    private let ledger = Mutex(Ledger())
     private var flights: [Key: Flight] = [:]
     private var rejected: [Key: (until: Double, errors: [NeonV1Error])] = [:]
     private var nextToken = 0
-    private var shuttingDown = false
     private var sweeper: Task<Void, Never>?
     private var backgroundLogouts: [Int: Task<Void, Never>] = [:]
+    private var tallies = Counters()
     /// Counters since start-up.
-    public private(set) var counters = Counters()
+    public var counters: Counters {
+        var counters = tallies
+        counters.reuses = ledger.withLock { $0.reuses }
+        return counters
+    }
 
     /// - Parameters:
     ///   - backend: performs logins and logouts.
@@ -136,8 +157,8 @@ public actor SessionPool {
         self.clock = clock
     }
 
-    private func idleSeconds(_ record: Record, now: Double) -> Double { now - record.lastUsed }
-    private func isFresh(_ record: Record, now: Double) -> Bool {
+    private nonisolated func idleSeconds(_ record: Record, now: Double) -> Double { now - record.lastUsed }
+    private nonisolated func isFresh(_ record: Record, now: Double) -> Bool {
         idleSeconds(record, now: now) < policy.idleTimeout - policy.idleMargin
     }
 
@@ -149,53 +170,104 @@ public actor SessionPool {
     /// - Throws: `NeonError` when a needed login fails (`.credentialsRejected` with `cachedFor`
     ///   set when the rejection was remembered).
     public func open(_ key: Key, label: Label = Label(), replace: Secret? = nil) async throws(NeonError) -> Opened {
-        if let replace, let old = records[replace], old.key == key {
-            if old.holders > 0 { old.holders -= 1 }
-            if old.isCurrent {
-                counters.replaces += 1
-                retire(old)
-            } else if old.holders == 0 {
-                discard(old)
+        if let replace {
+            ledger.withLock { l in
+                guard let old = l.records[replace], old.key == key else { return }
+                if old.holders > 0 { old.holders -= 1 }
+                if old.isCurrent {
+                    tallies.replaces += 1
+                    retire(old, in: &l)
+                } else if old.holders == 0 {
+                    discard(old, in: &l)
+                }
             }
         }
+        enum Step {
+            case handedOut(Opened)
+            case failed(NeonError)
+            case wait(Flight)
+        }
         for _ in 0..<3 {
-            if shuttingDown { throw .cancelled }
-            let now = clock()
-            if let record = current[key] {
-                if isFresh(record, now: now) {
-                    if idleSeconds(record, now: now) >= policy.idleTimeout - policy.idleMargin - policy.refreshAhead,
-                       flights[key] == nil {
-                        _ = startFlight(for: key, label: label)  // refresh ahead, in the background
+            let step: Step = ledger.withLock { l in
+                if l.shuttingDown { return .failed(.cancelled) }
+                let now = clock()
+                if let record = l.current[key] {
+                    if isFresh(record, now: now) {
+                        if idleSeconds(record, now: now) >= policy.idleTimeout - policy.idleMargin - policy.refreshAhead,
+                           flights[key] == nil {
+                            _ = startFlight(for: key, label: label)  // refresh ahead, in the background
+                        }
+                        record.holders += 1
+                        record.lastUsed = now
+                        l.reuses += 1
+                        return .handedOut(Opened(userSessionId: record.id, reused: true))
                     }
-                    record.holders += 1
-                    record.lastUsed = now
-                    counters.reuses += 1
-                    return Opened(userSessionId: record.id, reused: true)
+                    retire(record, in: &l)
                 }
-                retire(record)
-            }
-            if let cached = rejected[key] {
-                if cached.until > now {
-                    counters.rejectionsServedFromCache += 1
-                    throw .credentialsRejected(cached.errors, cachedFor: cached.until - now)
+                if let cached = rejected[key] {
+                    if cached.until > now {
+                        tallies.rejectionsServedFromCache += 1
+                        return .failed(.credentialsRejected(cached.errors, cachedFor: cached.until - now))
+                    }
+                    rejected[key] = nil
                 }
-                rejected[key] = nil
+                return .wait(flights[key] ?? startFlight(for: key, label: label))
             }
-            let flight = flights[key] ?? startFlight(for: key, label: label)
+            let flight: Flight
+            switch step {
+            case .handedOut(let opened): return opened
+            case .failed(let error): throw error
+            case .wait(let waiting): flight = waiting
+            }
             let id: Secret
             do {
                 id = try await flight.task.value
             } catch {
                 throw (error as? NeonError) ?? .cancelled
             }
-            if let record = current[key], record.id == id {
+            let opened: Opened? = ledger.withLock { l in
+                guard let record = l.current[key], record.id == id else { return nil }
                 record.holders += 1
                 record.lastUsed = clock()
                 return Opened(userSessionId: id, reused: false)
             }
+            if let opened { return opened }
             // Retired between the login and this caller's turn: go round again.
         }
         throw .unexpectedResponse(reason: "sessions were invalidated faster than they could be handed out", httpStatus: 200)
+    }
+
+    /// The synchronous fast path of ``open(_:label:replace:)``: hands out `key`'s current
+    /// session at once, adding a holder, when that is all `open` would do (the session is fresh
+    /// and not yet within `refreshAhead` of going stale, and the pool is not shutting down).
+    /// Callable from any thread; never waits on anything but a short lock.
+    /// - Returns: the user session ID (`reused: true`), or `nil` when ``open(_:label:replace:)``
+    ///   must decide (no session, a refresh or login due, shutdown); nothing is changed then.
+    public nonisolated func openPooled(_ key: Key) -> Secret? {
+        ledger.withLock { l in
+            guard !l.shuttingDown, let record = l.current[key] else { return nil }
+            let now = clock()
+            guard idleSeconds(record, now: now) < policy.idleTimeout - policy.idleMargin - policy.refreshAhead else { return nil }
+            record.holders += 1
+            record.lastUsed = now
+            l.reuses += 1
+            return record.id
+        }
+    }
+
+    /// The synchronous fast path of ``close(_:logout:)`` without `logout`: releases one hold
+    /// when that logs nothing out (the session is current, or others still hold it).
+    /// Callable from any thread; never waits on anything but a short lock.
+    /// - Returns: `true` when released (`loggedOut: false`); `false` when ``close(_:logout:)``
+    ///   must decide (unknown ID, no holder, last holder of a retired session); nothing is
+    ///   changed then.
+    public nonisolated func releasePooled(_ id: Secret) -> Bool {
+        ledger.withLock { l in
+            guard let record = l.records[id], record.holders > (record.isCurrent ? 0 : 1) else { return false }
+            record.holders -= 1
+            record.lastUsed = clock()
+            return true
+        }
     }
 
     private func startFlight(for key: Key, label: Label) -> Flight {
@@ -216,6 +288,8 @@ public actor SessionPool {
         return flight
     }
 
+    private var isShuttingDown: Bool { ledger.withLock { $0.shuttingDown } }
+
     /// One login, retried on transient failures within the login deadline.
     private func loginWithRetries(_ key: Key) async throws(NeonError) -> Secret {
         let deadline = clock() + policy.loginDeadline
@@ -228,12 +302,12 @@ public actor SessionPool {
                 return try await backend.login(key, timeout: remaining)
             } catch {
                 lastError = error
-                guard error.isTransient, !shuttingDown, !Task.isCancelled else { throw error }
+                guard error.isTransient, !isShuttingDown, !Task.isCancelled else { throw error }
                 let ceiling = min(policy.maxBackoff, policy.baseBackoff * Double(1 << min(attempt, 20)))
                 let delay = Double.random(in: 0...ceiling)
                 guard clock() + delay < deadline else { throw error }
                 attempt += 1
-                counters.loginRetries += 1
+                tallies.loginRetries += 1
                 try? await Task.sleep(nanoseconds: UInt64(delay * 1e9))
                 if Task.isCancelled { throw .cancelled }
             }
@@ -241,38 +315,43 @@ public actor SessionPool {
     }
 
     private func install(_ id: Secret, for key: Key, label: Label, token: Int) throws(NeonError) {
-        counters.logins += 1
+        tallies.logins += 1
         if flights[key]?.token == token { flights[key] = nil }
-        if shuttingDown {
+        let installed = ledger.withLock { l in
+            if l.shuttingDown { return false }
+            if let previous = l.current[key] { retire(previous, in: &l) }
+            let record = Record(id: id, key: key, label: label, now: clock())
+            l.current[key] = record
+            l.records[id] = record
+            return true
+        }
+        if !installed {
             // Nobody can reach it any more: do not leave it logged in.
             logOutInBackground(id, key: key)
             throw .cancelled
         }
-        if let previous = current[key] { retire(previous) }
-        let record = Record(id: id, key: key, label: label, now: clock())
-        current[key] = record
-        records[id] = record
     }
 
     private func flightFailed(for key: Key, token: Int, error: NeonError) {
         if flights[key]?.token == token { flights[key] = nil }
         if error == .cancelled { return }
-        counters.loginFailures += 1
+        tallies.loginFailures += 1
         if case .credentialsRejected(let errors, _) = error, policy.rejectionTTL > 0 {
             rejected[key] = (clock() + policy.rejectionTTL, errors)
         }
     }
 
     /// Takes `record` out of the hand-out slot; logs it out now if nobody holds it.
-    private func retire(_ record: Record) {
-        if current[record.key] === record { current[record.key] = nil }
+    private func retire(_ record: Record, in l: inout Ledger) {
+        if l.current[record.key] === record { l.current[record.key] = nil }
         record.isCurrent = false
-        if record.holders == 0 { discard(record) }
+        if record.holders == 0 { discard(record, in: &l) }
     }
 
-    private func discard(_ record: Record) {
-        records[record.id] = nil
-        if current[record.key] === record { current[record.key] = nil }
+    /// Forgets `record` at once and logs it out in the background.
+    private func discard(_ record: Record, in l: inout Ledger) {
+        l.records[record.id] = nil
+        if l.current[record.key] === record { l.current[record.key] = nil }
         record.isCurrent = false
         logOutInBackground(record.id, key: record.key)
     }
@@ -290,10 +369,10 @@ public actor SessionPool {
     private func performLogout(_ id: Secret, key: Key) async -> Bool {
         do {
             try await backend.logout(key, sessionId: id)
-            counters.logouts += 1
+            tallies.logouts += 1
             return true
         } catch {
-            counters.logoutFailures += 1
+            tallies.logoutFailures += 1
             return false
         }
     }
@@ -305,21 +384,33 @@ public actor SessionPool {
     /// - Returns: whether the session was logged out at NeonCRM by this call.
     /// - Throws: `SessionPoolError`.
     public func close(_ id: Secret, logout: Bool) async throws(SessionPoolError) -> Bool {
-        guard let record = records[id] else { throw .unknownSession }
-        if logout {
-            records[id] = nil
-            if current[record.key] === record { current[record.key] = nil }
-            record.isCurrent = false
-            return await performLogout(id, key: record.key)
+        enum Step {
+            case failed(SessionPoolError)
+            case released
+            case logOut(Key)
         }
-        guard record.holders > 0 else { throw .notHeld }
-        record.holders -= 1
-        record.lastUsed = clock()
-        if !record.isCurrent && record.holders == 0 {
-            records[id] = nil
-            return await performLogout(id, key: record.key)
+        let step: Step = ledger.withLock { l in
+            guard let record = l.records[id] else { return .failed(.unknownSession) }
+            if logout {
+                l.records[id] = nil
+                if l.current[record.key] === record { l.current[record.key] = nil }
+                record.isCurrent = false
+                return .logOut(record.key)
+            }
+            guard record.holders > 0 else { return .failed(.notHeld) }
+            record.holders -= 1
+            record.lastUsed = clock()
+            if !record.isCurrent && record.holders == 0 {
+                l.records[id] = nil
+                return .logOut(record.key)
+            }
+            return .released
         }
-        return false
+        switch step {
+        case .failed(let error): throw error
+        case .released: return false
+        case .logOut(let key): return await performLogout(id, key: key)
+        }
     }
 
     /// Logs out, at once and whoever holds them, every session of these credentials (their
@@ -327,20 +418,25 @@ public actor SessionPool {
     /// - Returns: how many sessions were dropped.
     @discardableResult
     public func evict(_ credentials: Set<Credential>) -> Int {
-        let doomed = records.values.filter { credentials.contains($0.key.credential) }
-        for record in doomed { discard(record) }
+        let dropped = ledger.withLock { l in
+            let doomed = l.records.values.filter { credentials.contains($0.key.credential) }
+            for record in doomed { discard(record, in: &l) }
+            return doomed.count
+        }
         for key in flights.keys where credentials.contains(key.credential) { flights[key]?.task.cancel() }
-        return doomed.count
+        return dropped
     }
 
     /// Logs out every pooled session nobody holds whose idle window has ended.
     /// - Returns: how many were retired.
     @discardableResult
     public func sweep() -> Int {
-        let now = clock()
-        let stale = current.values.filter { !isFresh($0, now: now) }
-        for record in stale { retire(record) }
-        return stale.count
+        ledger.withLock { l in
+            let now = clock()
+            let stale = l.current.values.filter { !isFresh($0, now: now) }
+            for record in stale { retire(record, in: &l) }
+            return stale.count
+        }
     }
 
     /// Starts a timer that calls ``sweep()`` every `interval` seconds until shutdown.
@@ -359,12 +455,16 @@ public actor SessionPool {
     /// - Parameter deadline: seconds allowed for all logouts together.
     /// - Returns: how many were logged out and how many were abandoned (failed or unfinished).
     public func shutdown(deadline: Double) async -> (loggedOut: Int, abandoned: Int) {
-        shuttingDown = true
+        let all = ledger.withLock { l in
+            l.shuttingDown = true
+            defer {
+                l.records = [:]
+                l.current = [:]
+            }
+            return Array(l.records.values)
+        }
         sweeper?.cancel()
         for flight in flights.values { flight.task.cancel() }
-        let all = Array(records.values)
-        records = [:]
-        current = [:]
         let pending = Array(backgroundLogouts.values)
         if all.isEmpty && pending.isEmpty { return (0, 0) }
         let backend = self.backend
@@ -402,8 +502,8 @@ public actor SessionPool {
             }
             group.cancelAll()
         }
-        counters.logouts += loggedOut
-        counters.logoutFailures += all.count - loggedOut
+        tallies.logouts += loggedOut
+        tallies.logoutFailures += all.count - loggedOut
         return (loggedOut, all.count - loggedOut)
     }
 
@@ -422,12 +522,14 @@ public actor SessionPool {
 
     /// Every session the pool knows, without secrets, oldest first per org.
     public func sessions() -> [SessionInfo] {
-        let now = clock()
-        return records.values.map {
-            SessionInfo(orgId: $0.key.credential.orgId, label: $0.label, holders: $0.holders,
-                        ageSeconds: now - $0.createdAt, idleSeconds: now - $0.lastUsed,
-                        refreshing: $0.isCurrent && flights[$0.key] != nil, current: $0.isCurrent)
-        }.sorted { ($0.orgId, -$0.ageSeconds) < ($1.orgId, -$1.ageSeconds) }
+        ledger.withLock { l in
+            let now = clock()
+            return l.records.values.map {
+                SessionInfo(orgId: $0.key.credential.orgId, label: $0.label, holders: $0.holders,
+                            ageSeconds: now - $0.createdAt, idleSeconds: now - $0.lastUsed,
+                            refreshing: $0.isCurrent && flights[$0.key] != nil, current: $0.isCurrent)
+            }.sorted { ($0.orgId, -$0.ageSeconds) < ($1.orgId, -$1.ageSeconds) }
+        }
     }
 }
 
