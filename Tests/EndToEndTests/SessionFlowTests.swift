@@ -87,6 +87,38 @@ struct SessionFlowTests {
         #expect(neon.waitForExit() == 0)
     }
 
+    @Test("pipelined openSession/closeSession pairs on a pooled session: every answer exact, 1 login, no hold left")
+    func pipelinedPairs() throws {
+        let key = "0123456789abcdef0123456789abcdef"  // plain ASCII: the fast path's shape
+        let fake = try FakeNeonCRM(accounts: [("acme", key)])
+        let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments)
+        let open = #""method":"openSession","params":{"orgId":"acme","apiKey":"\#(key)"}}"#
+        neon.send(#"{"jsonrpc":"2.0","id":0,"# + open)
+        let sessionId = try #require(try neon.response()["result"]?["userSessionId"]?.stringValue)
+        let pairs = 2000
+        var batch = ""
+        for i in 1...pairs {
+            batch += #"{"jsonrpc":"2.0","id":\#(2 * i - 1),"# + open + "\n"
+            batch += #"{"jsonrpc":"2.0","id":\#(2 * i),"method":"closeSession","params":{"userSessionId":"\#(sessionId)"}}"# + "\n"
+        }
+        neon.write(batch)
+        for i in 1...pairs {
+            #expect(neon.stdout.nextLine() == #"{"jsonrpc":"2.0","id":\#(2 * i - 1),"result":{"userSessionId":"\#(sessionId)","reused":true}}"#)
+            #expect(neon.stdout.nextLine() == #"{"jsonrpc":"2.0","id":\#(2 * i),"result":{"closed":true,"loggedOut":false}}"#)
+        }
+        neon.send(#"{"jsonrpc":"2.0","id":"s","method":"status"}"#)
+        let status = try neon.response()
+        guard case .array(let sessions)? = status["result"]?["sessions"] else { Issue.record("no sessions in \(status)"); return }
+        #expect(sessions.count == 1 && sessions.first?["holders"] == .number("1"))
+        #expect(status["result"]?["counters"]?["reuses"] == .number(String(pairs)))
+        #expect(status["result"]?["counters"]?["logins"] == .number("1"))
+        #expect(try fake.count("loginAttempts", org: "acme") == 1)
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
+        #expect(try fake.count("logouts", org: "acme") == 1)
+        expectNoSecret(neon.stderr.text, [key, sessionId])
+    }
+
     @Test("50 concurrent openSession requests for one key make exactly 1 login")
     func singleFlight() throws {
         let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)], extraArguments: ["--login-delay", "0.3"])
