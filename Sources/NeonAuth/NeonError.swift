@@ -27,6 +27,9 @@ public enum NeonError: Error, Sendable, Equatable {
     case unexpectedResponse(reason: String, httpStatus: Int)
     /// The call was abandoned because neon-auth is shutting down.
     case cancelled
+    /// neon-auth's HTTP plugin could not be loaded: NeonCRM was not contacted. Not retryable
+    /// (the failure is remembered until restart).
+    case httpPluginUnavailable(HTTPPluginFailure)
 }
 
 extension ErrorCode {
@@ -40,6 +43,8 @@ extension ErrorCode {
     public static let unexpectedResponse = ErrorCode(rawValue: -32004)
     /// -32005: neon-auth is shutting down and did not finish the call.
     public static let shuttingDown = ErrorCode(rawValue: -32005)
+    /// -32006: neon-auth's HTTP plugin could not be loaded. `data`: `{"retryable": false, "searched": [path], "reason"}`.
+    public static let httpPluginUnavailable = ErrorCode(rawValue: -32006)
     /// -32010: the user session ID was not issued by this process or is no longer pooled.
     public static let unknownSession = ErrorCode(rawValue: -32010)
     /// -32011: `closeSession` without `logout` on a session that has no holder left.
@@ -91,6 +96,10 @@ extension NeonError {
                                    "reason": .string(reason)])
         case .cancelled:
             return RPCError(.shuttingDown, "neon-auth is shutting down", data: ["retryable": true])
+        case .httpPluginUnavailable(let failure):
+            return RPCError(.httpPluginUnavailable, failure.message,
+                            data: ["retryable": false, "searched": .array(failure.searched.map(JSONValue.string)),
+                                   "reason": .string(failure.reason)])
         }
     }
 }
