@@ -3,7 +3,7 @@
 import Glibc
 #endif
 import Dispatch
-import Foundation
+import FoundationEssentials
 import JSONRPC
 import NeonAuth
 import CNeonSystem
