@@ -29,6 +29,9 @@ public struct HTTPPluginFailure: Error, Sendable, Equatable {
     /// (e.g. `was not found`).
     public var reason: String
 
+    /// - Parameters:
+    ///   - searched: the paths considered, in order.
+    ///   - reason: what went wrong, completing "the HTTP plugin libNeonAuthHTTP.so ...".
     public init(searched: [String], reason: String) {
         self.searched = searched
         self.reason = reason

@@ -67,6 +67,11 @@ public final class PluginHTTPClient: HTTPClient {
             + "openSession will fail until it is installed; sign is unaffected"
     }
 
+    /// POSTs `form` through the plugin, loading it first if this is the first call.
+    /// - Parameters: see ``HTTPClient/postForm(url:form:timeout:)``; `timeout` is the total deadline in seconds.
+    /// - Returns: the status and body of whatever NeonCRM answered (redirects are not followed).
+    /// - Throws: `HTTPFailure`: `.pluginUnavailable` when the plugin cannot be loaded (no
+    ///   request is sent), `.timedOut`, `.unreachable`, or `.cancelled` when the task is cancelled.
     public func postForm(url: String, form: [(String, String)], timeout: Double) async throws(HTTPFailure) -> HTTPResponse {
         let table: PluginTable
         switch plugin() {
