@@ -21,6 +21,13 @@ public enum BasicAuth {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// Standard base64 (RFC 4648, with padding) of `bytes`.
+    static func base64(_ bytes: [UInt8]) -> String {
+        var out: [UInt8] = []
+        bytes.withUnsafeBufferPointer { appendBase64(of: $0, UnsafeBufferPointer(start: nil, count: 0), to: &out) }
+        return String(decoding: out, as: UTF8.self)
+    }
+
     private static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
 
     /// Appends standard base64 (RFC 4648, padded) of `first`, then `separator` if given, then

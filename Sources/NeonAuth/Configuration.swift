@@ -84,7 +84,7 @@ public struct Configuration: Sendable, Equatable {
         """
         for option in options {
             let left = "  " + option.flag + (option.value.map { " " + $0 } ?? "")
-            text += left.padding(toLength: max(left.count + 2, 30), withPad: " ", startingAt: 0) + option.help + "\n"
+            text += left + String(repeating: " ", count: max(2, 30 - left.count)) + option.help + "\n"
             text += String(repeating: " ", count: 30) + "[env: \(option.env)]\n"
         }
         text += "  --help                      show this help\n  --version                   show the version\n"

@@ -1,9 +1,3 @@
-import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
-import Synchronization
-
 /// An HTTP response: status code and body bytes.
 public struct HTTPResponse: Sendable {
     public var status: Int
@@ -22,6 +16,33 @@ public enum HTTPFailure: Error, Sendable, Equatable {
     case unreachable
     /// The exchange was cancelled (shutdown).
     case cancelled
+    /// neon-auth's HTTP plugin could not be loaded, so no request was sent.
+    case pluginUnavailable(HTTPPluginFailure)
+}
+
+/// Why neon-auth's HTTP plugin (`libNeonAuthHTTP.so`) cannot be used. Holds file paths and
+/// the dynamic loader's message only: never a credential.
+public struct HTTPPluginFailure: Error, Sendable, Equatable {
+    /// The plugin paths considered, in search order, up to the one that failed.
+    public var searched: [String]
+    /// What went wrong, as a phrase completing "the HTTP plugin libNeonAuthHTTP.so ..."
+    /// (e.g. `was not found`).
+    public var reason: String
+
+    /// - Parameters:
+    ///   - searched: the paths considered, in order.
+    ///   - reason: what went wrong, completing "the HTTP plugin libNeonAuthHTTP.so ...".
+    public init(searched: [String], reason: String) {
+        self.searched = searched
+        self.reason = reason
+    }
+
+    /// One line for people: what failed, where neon-auth looked, and the fix.
+    public var message: String {
+        "neon-auth cannot make HTTP requests: its HTTP plugin libNeonAuthHTTP.so \(reason) (searched: "
+            + searched.joined(separator: ", ")
+            + "); install it beside the neon-auth binary or in ../lib/neon-auth/ (scripts/install does), then restart neon-auth"
+    }
 }
 
 /// Sends form-encoded POST requests. The seam that tests replace.
@@ -39,104 +60,57 @@ public protocol HTTPClient: Sendable {
 /// byte outside RFC 3986's unreserved set is escaped, so keys holding `+`, `&`, `=`, `%`,
 /// `:` or non-ASCII arrive intact.
 public enum FormEncoding {
-    private static let unreserved = CharacterSet(charactersIn:
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-
     /// `name=value&...`, each part percent-encoded as UTF-8.
     public static func encode(_ form: [(String, String)]) -> String {
         form.map { escape($0.0) + "=" + escape($0.1) }.joined(separator: "&")
     }
 
-    /// One percent-encoded component.
+    /// One percent-encoded component: the UTF-8 bytes of `text`, each byte outside
+    /// `A-Z a-z 0-9 - . _ ~` written as `%XX` (upper-case hex).
     public static func escape(_ text: String) -> String {
-        text.addingPercentEncoding(withAllowedCharacters: unreserved) ?? ""
-    }
-}
-
-/// `HTTPClient` over URLSession (FoundationNetworking): TLS verification as the system does
-/// it (never disabled), no cookies, no cache, no redirects followed (a redirect could carry
-/// credentials elsewhere), and a hard deadline even if the transfer stalls.
-public final class URLSessionHTTPClient: HTTPClient {
-    private let connectTimeout: Double
-    /// Created on first use, so that `sign`-only sessions never pay for networking set-up.
-    private let sessionBox = Mutex<URLSession?>(nil)
-
-    /// - Parameter connectTimeout: seconds one attempt may go without progress (connecting included).
-    public init(connectTimeout: Double) {
-        self.connectTimeout = connectTimeout
+        escape(text, keeping: isUnreserved)
     }
 
-    private var session: URLSession {
-        sessionBox.withLock { box in
-            if let session = box { return session }
-            let configuration = URLSessionConfiguration.ephemeral
-            configuration.httpCookieStorage = nil
-            configuration.httpShouldSetCookies = false
-            configuration.urlCache = nil
-            configuration.requestCachePolicy = .reloadIgnoringLocalCacheData
-            configuration.timeoutIntervalForRequest = connectTimeout
-            configuration.httpMaximumConnectionsPerHost = 8
-            let session = URLSession(configuration: configuration, delegate: NoRedirects(), delegateQueue: nil)
-            box = session
-            return session
-        }
-    }
-
-    public func postForm(url: String, form: [(String, String)], timeout: Double) async throws(HTTPFailure) -> HTTPResponse {
-        guard let target = URL(string: url) else { throw .unreachable }
-        var request = URLRequest(url: target, cachePolicy: .reloadIgnoringLocalCacheData,
-                                 timeoutInterval: min(connectTimeout, timeout))
-        request.httpMethod = "POST"
-        request.setValue("application/x-www-form-urlencoded; charset=utf-8", forHTTPHeaderField: "Content-Type")
-        request.setValue("application/json", forHTTPHeaderField: "Accept")
-        request.setValue("neon-auth", forHTTPHeaderField: "User-Agent")
-        request.httpBody = Data(FormEncoding.encode(form).utf8)
-
-        let box = Mutex<CheckedContinuation<HTTPResponse, any Error>?>(nil)
-        let taskBox = Mutex<URLSessionDataTask?>(nil)
-        @Sendable func finish(_ result: Result<HTTPResponse, HTTPFailure>) {
-            guard let continuation = box.withLock({ c -> CheckedContinuation<HTTPResponse, any Error>? in
-                defer { c = nil }
-                return c
-            }) else { return }
-            continuation.resume(with: result.mapError { $0 as any Error })
-        }
-        do {
-            return try await withTaskCancellationHandler {
-                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<HTTPResponse, any Error>) in
-                    box.withLock { $0 = continuation }
-                    let task = self.session.dataTask(with: request) { data, response, error in
-                        if let error {
-                            let code = (error as? URLError)?.code
-                            finish(.failure(code == .timedOut ? .timedOut : code == .cancelled ? .cancelled : .unreachable))
-                            return
-                        }
-                        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-                        finish(.success(HTTPResponse(status: status, body: [UInt8](data ?? Data()))))
-                    }
-                    taskBox.withLock { $0 = task }
-                    task.resume()
-                    // The hard deadline: URLSession's own timeouts reset on progress.
-                    DispatchQueue.global().asyncAfter(deadline: .now() + timeout) {
-                        finish(.failure(.timedOut))
-                        taskBox.withLock { $0?.cancel() }
-                    }
-                }
-            } onCancel: {
-                finish(.failure(.cancelled))
-                taskBox.withLock { $0?.cancel() }
+    /// `text` percent-encoded as UTF-8, keeping the bytes for which `keep` is true.
+    static func escape(_ text: String, keeping keep: (UInt8) -> Bool) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(text.utf8.count)
+        for byte in text.utf8 {
+            if keep(byte) {
+                out.append(byte)
+            } else {
+                out.append(UInt8(ascii: "%"))
+                out.append(hexDigits[Int(byte >> 4)])
+                out.append(hexDigits[Int(byte & 0x0F)])
             }
-        } catch let failure as HTTPFailure {
-            throw failure
-        } catch {
-            throw .unreachable
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    private static let hexDigits: [UInt8] = Array("0123456789ABCDEF".utf8)
+
+    /// RFC 3986 unreserved: `A-Z a-z 0-9 - . _ ~`.
+    static func isUnreserved(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+             UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+            return true
+        default:
+            return false
         }
     }
 
-    private final class NoRedirects: NSObject, URLSessionTaskDelegate, @unchecked Sendable {
-        func urlSession(_ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
-                        newRequest request: URLRequest, completionHandler: @escaping (URLRequest?) -> Void) {
-            completionHandler(nil)
+    /// The bytes a URL query keeps unescaped (Foundation's `CharacterSet.urlQueryAllowed`):
+    /// unreserved, sub-delimiters `!$&'()*+,;=`, and `:@/?`.
+    static func isQueryAllowed(_ byte: UInt8) -> Bool {
+        if isUnreserved(byte) { return true }
+        switch byte {
+        case UInt8(ascii: "!"), UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "("), UInt8(ascii: ")"),
+             UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: ","), UInt8(ascii: ";"), UInt8(ascii: "="),
+             UInt8(ascii: ":"), UInt8(ascii: "@"), UInt8(ascii: "/"), UInt8(ascii: "?"):
+            return true
+        default:
+            return false
         }
     }
 }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// Which NeonCRM instance family to talk to.
 ///
@@ -75,7 +75,9 @@ public enum BaseURLPolicy {
 
     /// Whether `host` is `localhost`, in 127.0.0.0/8, or `::1`.
     public static func isLoopback(_ host: String) -> Bool {
-        let h = host.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        var h = Substring(host.lowercased())
+        while let first = h.first, first == "[" || first == "]" { h.removeFirst() }
+        while let last = h.last, last == "[" || last == "]" { h.removeLast() }
         if h == "localhost" || h == "::1" || h == "0:0:0:0:0:0:0:1" { return true }
         let parts = h.split(separator: ".", omittingEmptySubsequences: false)
         return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }

@@ -1,4 +1,3 @@
-import Foundation
 import JSONRPC
 
 /// One error NeonCRM reported in an API v1 `errors.error` list.
@@ -27,6 +26,9 @@ public enum NeonError: Error, Sendable, Equatable {
     case unexpectedResponse(reason: String, httpStatus: Int)
     /// The call was abandoned because neon-auth is shutting down.
     case cancelled
+    /// neon-auth's HTTP plugin could not be loaded: NeonCRM was not contacted. Not retryable
+    /// (the failure is remembered until restart).
+    case httpPluginUnavailable(HTTPPluginFailure)
 }
 
 extension ErrorCode {
@@ -40,6 +42,8 @@ extension ErrorCode {
     public static let unexpectedResponse = ErrorCode(rawValue: -32004)
     /// -32005: neon-auth is shutting down and did not finish the call.
     public static let shuttingDown = ErrorCode(rawValue: -32005)
+    /// -32006: neon-auth's HTTP plugin could not be loaded. `data`: `{"retryable": false, "searched": [path], "reason"}`.
+    public static let httpPluginUnavailable = ErrorCode(rawValue: -32006)
     /// -32010: the user session ID was not issued by this process or is no longer pooled.
     public static let unknownSession = ErrorCode(rawValue: -32010)
     /// -32011: `closeSession` without `logout` on a session that has no holder left.
@@ -57,8 +61,8 @@ extension NeonError {
                 // Redact first, then cap: a cap could otherwise cut a secret in half.
                 func clean(_ text: String, limit: Int) -> String {
                     var text = text
-                    for form in forms where text.range(of: form, options: .caseInsensitive) != nil {
-                        text = text.replacingOccurrences(of: form, with: "<redacted>", options: .caseInsensitive)
+                    for form in forms {
+                        text = Self.redacting(form, in: text)
                     }
                     return String(text.prefix(limit))
                 }
@@ -91,6 +95,10 @@ extension NeonError {
                                    "reason": .string(reason)])
         case .cancelled:
             return RPCError(.shuttingDown, "neon-auth is shutting down", data: ["retryable": true])
+        case .httpPluginUnavailable(let failure):
+            return RPCError(.httpPluginUnavailable, failure.message,
+                            data: ["retryable": false, "searched": .array(failure.searched.map(JSONValue.string)),
+                                   "reason": .string(failure.reason)])
         }
     }
 }
@@ -100,13 +108,55 @@ extension NeonError {
     static func secretForms(_ credential: Credential) -> [String] {
         let key = credential.apiKey.exposedValue
         guard !key.isEmpty else { return [] }
-        var forms: Set<String> = [key, FormEncoding.escape(key), FormEncoding.escape(key).replacingOccurrences(of: "%20", with: "+"),
-                                  key.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? key,
-                                  Data(key.utf8).base64EncodedString(),
+        let escaped = FormEncoding.escape(key)
+        var forms: Set<String> = [key, escaped, escaped.replacing("%20", with: "+"),
+                                  FormEncoding.escape(key, keeping: FormEncoding.isQueryAllowed),
+                                  BasicAuth.base64(Array(key.utf8)),
                                   BasicAuth.authorization(for: credential).dropFirst("Basic ".count).description]
         // Base64 without padding, as it may appear inside longer encoded text.
-        for form in Array(forms) where form.hasSuffix("=") { forms.insert(form.trimmingCharacters(in: CharacterSet(charactersIn: "="))) }
+        for form in Array(forms) where form.hasSuffix("=") {
+            var trimmed = Substring(form)
+            while trimmed.first == "=" { trimmed.removeFirst() }
+            while trimmed.last == "=" { trimmed.removeLast() }
+            forms.insert(String(trimmed))
+        }
         return forms.filter { $0.count >= 4 }.sorted { $0.count > $1.count }
+    }
+
+    /// `text` with every occurrence of `form` replaced by `<redacted>`, matching case-insensitively
+    /// scalar by scalar (a scalar matches when their lower-case mappings are equal), left to
+    /// right without overlaps.
+    static func redacting(_ form: String, in text: String) -> String {
+        let needle = Array(form.unicodeScalars)
+        guard !needle.isEmpty else { return text }
+        let haystack = Array(text.unicodeScalars)
+        guard haystack.count >= needle.count else { return text }
+        @inline(__always) func same(_ a: Unicode.Scalar, _ b: Unicode.Scalar) -> Bool {
+            if a == b { return true }
+            if a.isASCII && b.isASCII {
+                let x = a.value | 0x20, y = b.value | 0x20  // ASCII letters only differ in bit 5
+                return x == y && x >= 0x61 && x <= 0x7A
+            }
+            return a.properties.lowercaseMapping == b.properties.lowercaseMapping
+        }
+        var out = String.UnicodeScalarView()
+        var i = 0
+        var found = false
+        while i < haystack.count {
+            if i + needle.count <= haystack.count, same(haystack[i], needle[0]) {
+                var j = 1
+                while j < needle.count && same(haystack[i + j], needle[j]) { j += 1 }
+                if j == needle.count {
+                    out.append(contentsOf: "<redacted>".unicodeScalars)
+                    i += needle.count
+                    found = true
+                    continue
+                }
+            }
+            out.append(haystack[i])
+            i += 1
+        }
+        return found ? String(out) : text
     }
 }
 

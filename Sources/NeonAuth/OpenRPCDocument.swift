@@ -362,6 +362,9 @@ public enum OpenRPCDocument {
           "$ref": "#/components/errors/ShuttingDown"
         },
         {
+          "$ref": "#/components/errors/HTTPPluginUnavailable"
+        },
+        {
           "$ref": "#/components/errors/NoCredentials"
         },
         {
@@ -1373,6 +1376,38 @@ public enum OpenRPCDocument {
           "properties": {
             "retryable": {
               "const": true
+            }
+          }
+        }
+      },
+      "HTTPPluginUnavailable": {
+        "code": -32006,
+        "message": "neon-auth cannot make HTTP requests: its HTTP plugin (libNeonAuthHTTP.so, looked for beside the neon-auth binary, then in ../lib/neon-auth/) is missing or could not be loaded. NeonCRM was not contacted. Not retryable: install the plugin (scripts/install does) and restart neon-auth; sign is unaffected.",
+        "data": {
+          "description": "Where the plugin was looked for and what went wrong (file paths and the dynamic loader's message, never a credential).",
+          "x-presence": "always",
+          "type": "object",
+          "required": [
+            "retryable",
+            "searched",
+            "reason"
+          ],
+          "additionalProperties": false,
+          "properties": {
+            "retryable": {
+              "const": false
+            },
+            "searched": {
+              "type": "array",
+              "items": {
+                "type": "string"
+              },
+              "description": "The plugin paths considered, in search order, up to the one that failed."
+            },
+            "reason": {
+              "type": "string",
+              "minLength": 1,
+              "description": "What went wrong, e.g. \"was not found\", or the loader's message."
             }
           }
         }

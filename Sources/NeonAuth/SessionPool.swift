@@ -538,7 +538,7 @@ extension NeonError {
     var isTransient: Bool {
         switch self {
         case .unavailable, .timedOut: return true
-        case .credentialsRejected, .unexpectedResponse, .cancelled: return false
+        case .credentialsRejected, .unexpectedResponse, .cancelled, .httpPluginUnavailable: return false
         }
     }
 }

@@ -3,7 +3,7 @@
 import Glibc
 #endif
 import Dispatch
-import Foundation
+import FoundationEssentials
 import JSONRPC
 import NeonAuth
 import CNeonSystem
@@ -54,7 +54,10 @@ _ = fcntl(protocolFD, F_SETFD, FD_CLOEXEC)
 _ = dup2(2, 1)
 
 let log = Logger(level: configuration.logLevel)
-let http = URLSessionHTTPClient(connectTimeout: configuration.connectTimeout)
+// URLSession lives in libNeonAuthHTTP.so, loaded on the first API v1 call: a process that only
+// signs never loads Foundation, FoundationNetworking or libcurl. Here only its presence is checked.
+let http = PluginHTTPClient(connectTimeout: configuration.connectTimeout, log: log)
+if let warning = http.missingPluginWarning() { log.warn(warning) }
 let pool = SessionPool(backend: HTTPSessionBackend(http: http, logoutTimeout: configuration.httpTimeout),
                        policy: configuration.poolPolicy)
 let credentials = CredentialStore(flagPath: configuration.credentialsPath, environment: ProcessInfo.processInfo.environment) { retired in

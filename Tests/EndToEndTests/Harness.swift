@@ -106,8 +106,9 @@ final class NeonAuthProcess {
     /// - Parameters:
     ///   - collectOutput: read stdout and stderr in the background (off: the test reads or
     ///     ignores them itself, e.g. to play a slow or absent reader).
-    init(arguments: [String], environment: [String: String] = [:], collectOutput: Bool = true) throws {
-        process.executableURL = URL(fileURLWithPath: try neonAuthBinary())
+    ///   - executable: the binary to run (default: ``neonAuthBinary()``).
+    init(arguments: [String], environment: [String: String] = [:], collectOutput: Bool = true, executable: String? = nil) throws {
+        process.executableURL = URL(fileURLWithPath: try executable ?? neonAuthBinary())
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("NEON_") }
         env.merge(environment) { $1 }

@@ -24,7 +24,7 @@ TRANSPORT = {-32700, -32600, -32601, -32603}
 CREDENTIAL_SOURCES = {-32020, -32021, -32022}
 EXPECTED_ERRORS = {
     "sign": TRANSPORT | {-32602} | CREDENTIAL_SOURCES,
-    "openSession": TRANSPORT | {-32602, -32001, -32002, -32003, -32004, -32005} | CREDENTIAL_SOURCES,
+    "openSession": TRANSPORT | {-32602, -32001, -32002, -32003, -32004, -32005, -32006} | CREDENTIAL_SOURCES,
     "closeSession": TRANSPORT | {-32602, -32010, -32011},
     "status": TRANSPORT | {-32602},
     "rpc.discover": TRANSPORT | {-32602},
@@ -228,6 +228,10 @@ ERROR_DATA_SAMPLES = [
     (-32004, {"retryable": False, "httpStatus": 200, "reason": "HTML instead of JSON"}, True),
     (-32004, {"retryable": False, "reason": "x"}, False),
     (-32005, {"retryable": True}, True),
+    (-32006, {"retryable": False, "searched": ["/opt/bin/libNeonAuthHTTP.so", "/opt/lib/neon-auth/libNeonAuthHTTP.so"],
+              "reason": "was not found"}, True),
+    (-32006, {"retryable": True, "searched": ["/x"], "reason": "was not found"}, False),
+    (-32006, {"retryable": False, "searched": ["/x"]}, False),
     (-32020, {"searched": ["environment: NEON_ORG_ID, NEON_API_KEY", "/home/u/.config/neon-auth/credentials.json"]}, True),
     (-32020, {"searched": []}, True),
     (-32021, {"path": "/home/u/.config/neon-auth/credentials.json", "reason": "mode 644"}, True),
