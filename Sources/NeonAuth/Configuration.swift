@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import JSONRPC
 
 /// neon-auth's start-up configuration, from flags and environment variables (flags win).
@@ -187,4 +190,21 @@ public struct Configuration: Sendable, Equatable {
 
 private extension Array where Element == String {
     var pairOrSingle: (String, String?) { (self.first ?? "", count > 1 ? self[1] : nil) }
+}
+
+extension Configuration {
+    /// This process's environment variables (`environ`), as `parse(arguments:environment:)`
+    /// takes them. Entries without `=` or not valid UTF-8 are skipped; the first of duplicate
+    /// names wins, as `getenv(3)` does.
+    public static func processEnvironment() -> [String: String] {
+        var result: [String: String] = [:]
+        var entry = environ
+        while let pointer = entry.pointee {
+            defer { entry += 1 }
+            guard let text = String(validatingCString: pointer), let equals = text.firstIndex(of: "=") else { continue }
+            let name = String(text[..<equals])
+            if result[name] == nil { result[name] = String(text[text.index(after: equals)...]) }
+        }
+        return result
+    }
 }

@@ -1,5 +1,3 @@
-import FoundationEssentials
-
 /// Which NeonCRM instance family to talk to.
 ///
 /// NeonCRM fact (../shared/neoncrm-auth.md, "API v2" and "API v1"): production and sandbox
@@ -44,33 +42,134 @@ public enum NeonAPIVersion {
 }
 
 /// Checks that a base URL may carry credentials: https, or plain http on a loopback host.
+///
+/// Base URLs are checked against a deliberately narrow grammar rather than a general URL
+/// parser: `http[s]://host[:port][/path]`, where host is a DNS name or IPv4 address
+/// (`A-Z a-z 0-9 - .`) or a bracketed IPv6 literal, port is 1 to 65535, and path holds only
+/// RFC 3986 path characters (unreserved, sub-delimiters, `:`, `@`, `/`, `%XX`). Anything a
+/// general parser might read differently from the HTTP client (user info, a query, a fragment,
+/// backslashes, spaces, non-ASCII, percent-encoding in the host) is refused, so the host
+/// checked here is the host the credentials go to. A test checks that Foundation's
+/// `URLComponents` reads every accepted URL the same way. It also keeps Foundation out of
+/// start-up.
 public enum BaseURLPolicy {
+    /// The parts of an accepted base URL.
+    struct Parts: Equatable {
+        /// `http` or `https`, lower-cased.
+        var scheme: String
+        /// The host as written (IPv6 literals without brackets).
+        var host: String
+        var port: Int?
+        /// The path as written (may be empty).
+        var path: String
+    }
+
     /// Validates `text` as a base URL for credentials.
     /// - Returns: the URL without a trailing slash.
-    /// - Throws: a message (no secrets in it) saying what is wrong.
+    /// - Throws: `ConfigurationError` (naming `name`, no secrets) saying what is wrong.
     public static func validate(_ text: String, name: String) throws -> String {
-        guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
-              let host = components.host, !host.isEmpty
-        else {
-            throw ConfigurationError("\(name): '\(text)' is not an absolute URL")
-        }
-        if components.user != nil || components.password != nil || components.query != nil || components.fragment != nil {
-            throw ConfigurationError("\(name): the URL must not contain user info, a query or a fragment")
-        }
-        switch scheme {
+        let parts = try parse(text, name: name)
+        switch parts.scheme {
         case "https":
             break
-        case "http" where isLoopback(host):
+        case "http" where isLoopback(parts.host):
             break
-        case "http":
-            throw ConfigurationError(
-                "\(name): plain http is refused for '\(host)': credentials go only over https (http is allowed only on loopback hosts, for tests)")
         default:
-            throw ConfigurationError("\(name): unsupported scheme '\(scheme)' (use https)")
+            throw ConfigurationError(
+                "\(name): plain http is refused for '\(parts.host)': credentials go only over https (http is allowed only on loopback hosts, for tests)")
         }
         var trimmed = text
         while trimmed.hasSuffix("/") { trimmed.removeLast() }
         return trimmed
+    }
+
+    /// Splits `text` by the narrow grammar above.
+    /// - Throws: `ConfigurationError` naming `name` and what is wrong.
+    static func parse(_ text: String, name: String) throws -> Parts {
+        let bytes = Array(text.utf8)
+        func fail(_ what: String) -> ConfigurationError { ConfigurationError("\(name): '\(text)' \(what)") }
+        guard let separator = firstIndex(of: Array("://".utf8), in: bytes) else { throw fail("is not an absolute URL") }
+        let scheme = String(decoding: bytes[..<separator], as: UTF8.self).lowercased()
+        guard scheme == "http" || scheme == "https" else {
+            if scheme.isEmpty || !scheme.utf8.allSatisfy({ isAlphanumeric($0) || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") }) {
+                throw fail("is not an absolute URL")
+            }
+            throw ConfigurationError("\(name): unsupported scheme '\(scheme)' (use https)")
+        }
+        let rest = bytes[(separator + 3)...]
+        if rest.contains(where: { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") }) {
+            throw ConfigurationError("\(name): the URL must not contain user info, a query or a fragment")
+        }
+        let authorityEnd = rest.firstIndex(of: UInt8(ascii: "/")) ?? rest.endIndex
+        let authority = rest[..<authorityEnd], path = rest[authorityEnd...]
+        if authority.contains(UInt8(ascii: "@")) {
+            throw ConfigurationError("\(name): the URL must not contain user info, a query or a fragment")
+        }
+        var host: ArraySlice<UInt8>, portText: ArraySlice<UInt8>? = nil
+        if authority.first == UInt8(ascii: "[") {
+            guard let close = authority.firstIndex(of: UInt8(ascii: "]")) else { throw fail("has an unterminated IPv6 address") }
+            host = authority[(authority.startIndex + 1)..<close]
+            guard !host.isEmpty, host.allSatisfy({ isHexDigit($0) || $0 == UInt8(ascii: ":") || $0 == UInt8(ascii: ".") }),
+                  host.contains(UInt8(ascii: ":")) else { throw fail("has an invalid IPv6 address") }
+            let after = authority[(close + 1)...]
+            if !after.isEmpty {
+                guard after.first == UInt8(ascii: ":") else { throw fail("is not an absolute URL") }
+                portText = after.dropFirst()
+            }
+        } else {
+            if let colon = authority.firstIndex(of: UInt8(ascii: ":")) {
+                host = authority[..<colon]
+                portText = authority[(colon + 1)...]
+            } else {
+                host = authority
+            }
+            guard !host.isEmpty else { throw fail("is not an absolute URL (no host)") }
+            guard host.allSatisfy({ isAlphanumeric($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") }) else {
+                throw fail("has a host neon-auth does not accept (letters, digits, '-' and '.' only, or a bracketed IPv6 address)")
+            }
+        }
+        var port: Int? = nil
+        if let portText {
+            guard !portText.isEmpty, portText.count <= 5, portText.allSatisfy(isDigit),
+                  let value = Int(String(decoding: portText, as: UTF8.self)), (1...65535).contains(value) else {
+                throw fail("has an invalid port (1 to 65535)")
+            }
+            port = value
+        }
+        var index = path.startIndex
+        while index < path.endIndex {
+            let byte = path[index]
+            if byte == UInt8(ascii: "%") {
+                guard index + 2 < path.endIndex, isHexDigit(path[index + 1]), isHexDigit(path[index + 2]) else {
+                    throw fail("has an invalid percent-encoding in its path")
+                }
+                index += 3
+                continue
+            }
+            guard FormEncoding.isUnreserved(byte) || isPathPunctuation(byte) else {
+                throw fail("has a character in its path that must be percent-encoded")
+            }
+            index += 1
+        }
+        return Parts(scheme: scheme, host: String(decoding: host, as: UTF8.self), port: port,
+                     path: String(decoding: path, as: UTF8.self))
+    }
+
+    private static func firstIndex(of needle: [UInt8], in bytes: [UInt8]) -> Int? {
+        guard bytes.count >= needle.count else { return nil }
+        return (0...(bytes.count - needle.count)).first { bytes[$0..<($0 + needle.count)].elementsEqual(needle) }
+    }
+
+    private static func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
+    private static func isAlphanumeric(_ byte: UInt8) -> Bool {
+        isDigit(byte) || (byte | 0x20) >= UInt8(ascii: "a") && (byte | 0x20) <= UInt8(ascii: "z")
+    }
+    private static func isHexDigit(_ byte: UInt8) -> Bool {
+        isDigit(byte) || (byte | 0x20) >= UInt8(ascii: "a") && (byte | 0x20) <= UInt8(ascii: "f")
+    }
+    /// RFC 3986 `pchar` and `/` beyond the unreserved set: sub-delimiters, `:`, `@`, `/`.
+    private static func isPathPunctuation(_ byte: UInt8) -> Bool {
+        "!$&'()*+,;=:@/".utf8.contains(byte)
     }
 
     /// Whether `host` is `localhost`, in 127.0.0.0/8, or `::1`.

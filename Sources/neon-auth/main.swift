@@ -3,7 +3,6 @@
 import Glibc
 #endif
 import Dispatch
-import FoundationEssentials
 import JSONRPC
 import NeonAuth
 import CNeonSystem
@@ -18,9 +17,10 @@ for fd: Int32 in 0...2 where fcntl(fd, F_GETFD) == -1 {
         close(null)
     }
 }
+let environment = Configuration.processEnvironment()
 let configuration: Configuration
 do {
-    switch try Configuration.parse(arguments: Array(CommandLine.arguments.dropFirst()), environment: ProcessInfo.processInfo.environment) {
+    switch try Configuration.parse(arguments: Array(CommandLine.arguments.dropFirst()), environment: environment) {
     case .serve(let c): configuration = c
     case .help:
         print(Configuration.helpText, terminator: "")
@@ -60,7 +60,7 @@ let http = PluginHTTPClient(connectTimeout: configuration.connectTimeout, log: l
 if let warning = http.missingPluginWarning() { log.warn(warning) }
 let pool = SessionPool(backend: HTTPSessionBackend(http: http, logoutTimeout: configuration.httpTimeout),
                        policy: configuration.poolPolicy)
-let credentials = CredentialStore(flagPath: configuration.credentialsPath, environment: ProcessInfo.processInfo.environment) { retired in
+let credentials = CredentialStore(flagPath: configuration.credentialsPath, environment: environment) { retired in
     // A profile's key changed or vanished from the credentials file: its sessions go.
     Task.detached { await pool.evict(Set(retired)) }
     log.info("credentials file changed: logging out sessions of \(retired.count) retired key(s) (orgs: \(Set(retired.map(\.orgId)).sorted().joined(separator: ", ")))")

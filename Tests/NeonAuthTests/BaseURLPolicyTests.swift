@@ -1,0 +1,98 @@
+import Foundation
+import Testing
+@testable import NeonAuth
+
+/// The base URL check decides where credentials may go: its narrow grammar must accept the
+/// URLs people use, refuse everything ambiguous, and read every accepted URL exactly as
+/// Foundation (which the HTTP plugin sends with) reads it.
+@Suite("Base URL policy")
+struct BaseURLPolicyTests {
+    @Test("accepted: https anywhere, http on loopback; the trailing slash is dropped", arguments: [
+        ("https://api.neoncrm.com/v2", "https://api.neoncrm.com/v2"),
+        ("https://api.neoncrm.com/v2/", "https://api.neoncrm.com/v2"),
+        ("HTTPS://API.neoncrm.com:443/neonws/services/api", "HTTPS://API.neoncrm.com:443/neonws/services/api"),
+        ("https://trial.z2systems.com/neonws/services/api", "https://trial.z2systems.com/neonws/services/api"),
+        ("http://127.0.0.1:8080/api", "http://127.0.0.1:8080/api"),
+        ("http://localhost:9/x%20y", "http://localhost:9/x%20y"),
+        ("http://[::1]:8080/", "http://[::1]:8080"),
+        ("https://[2001:db8::1]/api", "https://[2001:db8::1]/api"),
+        ("https://host", "https://host"),
+        ("https://h/a;b=c/@:x/(y)!$*+,'&~_.-", "https://h/a;b=c/@:x/(y)!$*+,'&~_.-"),
+    ])
+    func accepted(input: String, expected: String) throws {
+        #expect(try BaseURLPolicy.validate(input, name: "--v1-base-url") == expected)
+    }
+
+    @Test("refused, with the reason", arguments: [
+        ("api.neoncrm.com/v2", "not an absolute URL"),
+        ("://host/x", "not an absolute URL"),
+        ("ftp://host/x", "unsupported scheme 'ftp'"),
+        ("http://neon.example.com/api", "plain http is refused"),
+        ("http://127.0.0.1.evil.com/api", "plain http is refused"),
+        ("http://localhost.:8/api", "plain http is refused"),
+        ("https://user:pass@host/x", "user info"),
+        ("https://evil.com\\@127.0.0.1/x", "user info"),
+        ("https://host/x?apiKey=1", "query"),
+        ("https://host/x#frag", "fragment"),
+        ("https:///x", "no host"),
+        ("https://:443/x", "no host"),
+        ("https://ho st/x", "host neon-auth does not accept"),
+        ("https://h%6Fst/x", "host neon-auth does not accept"),
+        ("https://hôst/x", "host neon-auth does not accept"),
+        ("http://127.0.0.1\\.evil.com/x", "host neon-auth does not accept"),
+        ("https://host:0/x", "invalid port"),
+        ("https://host:65536/x", "invalid port"),
+        ("https://host:/x", "invalid port"),
+        ("https://host:8a/x", "invalid port"),
+        ("https://[::1/x", "unterminated IPv6"),
+        ("https://[]/x", "invalid IPv6"),
+        ("https://[::1]x/", "not an absolute URL"),
+        ("https://host/a b", "must be percent-encoded"),
+        ("https://host/a\\b", "must be percent-encoded"),
+        ("https://host/é", "must be percent-encoded"),
+        ("https://host/%zz", "invalid percent-encoding"),
+        ("https://host/%4", "invalid percent-encoding"),
+    ])
+    func refused(input: String, reason: String) {
+        #expect {
+            try BaseURLPolicy.validate(input, name: "--v1-base-url")
+        } throws: { error in
+            let text = "\(error)"
+            return text.hasPrefix("--v1-base-url: ") && text.contains(reason)
+        }
+    }
+
+    @Test("every URL the grammar accepts, Foundation reads the same way: scheme, host, port, path, nothing else")
+    func agreesWithFoundation() throws {
+        var rng = SystemRandomNumberGenerator()
+        let pieces = ["https://", "http://", "HTTP://", "h", "127.0.0.1", "localhost", "[::1]", "[2001:db8::1]", "neoncrm.com",
+                      ":", ":80", ":65535", "/", "/v2", "%41", "%", "@", "?", "#", "\\", " ", "é", ".", "-", "_", "~",
+                      ";", "=", "&", "+", "!", "'", "(", ")", "*", ",", "$", "[", "]", "//", "a", "Z", "0", "\u{0}", "\t"]
+        var accepted = 0
+        for _ in 0..<20000 {
+            var text = Bool.random(using: &rng) ? "https://" : "http://"
+            for _ in 0..<Int.random(in: 1...7, using: &rng) { text += pieces.randomElement(using: &rng)! }
+            guard let parts = try? BaseURLPolicy.parse(text, name: "x") else { continue }
+            accepted += 1
+            let components = try #require(URLComponents(string: text), "Foundation cannot parse \(text)")
+            #expect(components.scheme?.lowercased() == parts.scheme, "\(text)")
+            let host = components.host.map { $0.hasPrefix("[") ? String($0.dropFirst().dropLast()) : $0 }
+            #expect(host == parts.host, "\(text)")
+            #expect(components.port == parts.port, "\(text)")
+            #expect(components.percentEncodedPath == parts.path, "\(text)")
+            #expect(components.user == nil && components.password == nil && components.query == nil && components.fragment == nil, "\(text)")
+            #expect(URL(string: text)?.host(percentEncoded: false).map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "[]")) } == parts.host,
+                    "\(text)")
+        }
+        #expect(accepted > 1000, "the generator should reach the accepted set often")
+    }
+
+    @Test("the environment is read from environ, values kept whole")
+    func environment() {
+        setenv("NEON_AUTH_TEST_VARIABLE", "a=b=c é", 1)
+        defer { unsetenv("NEON_AUTH_TEST_VARIABLE") }
+        let environment = Configuration.processEnvironment()
+        #expect(environment["NEON_AUTH_TEST_VARIABLE"] == "a=b=c é")
+        #expect(environment == ProcessInfo.processInfo.environment)
+    }
+}
