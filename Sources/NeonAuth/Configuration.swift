@@ -39,6 +39,7 @@ public struct Configuration: Sendable, Equatable {
         policy.refreshAhead = refreshAhead
         policy.loginDeadline = httpTimeout
         policy.rejectionTTL = rejectionCache
+        policy.sweepInterval = max(1, min(60, (idleTimeout - idleMargin) / 4))
         return policy
     }
 

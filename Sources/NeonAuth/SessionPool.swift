@@ -78,6 +78,9 @@ public actor SessionPool {
         public var maxBackoff: Double = 2
         /// How long a rejected credential fails fast without contacting NeonCRM.
         public var rejectionTTL: Double = 10
+        /// When set, a timer calls ``sweep()`` this often (seconds), started with the pool's
+        /// first session (a pool that never logs in runs no timer).
+        public var sweepInterval: Double? = nil
         public init() {}
     }
 
@@ -130,6 +133,8 @@ public actor SessionPool {
         /// Every session the pool knows (current, or retired but still held).
         var records: [Secret: Record] = [:]
         var shuttingDown = false
+        /// Whether a login was ever started (else there is nothing to log out at shutdown).
+        var everLoggedIn = false
         /// Sessions handed out with no login (the `reuses` counter).
         var reuses = 0
     }
@@ -195,7 +200,7 @@ public actor SessionPool {
                     if isFresh(record, now: now) {
                         if idleSeconds(record, now: now) >= policy.idleTimeout - policy.idleMargin - policy.refreshAhead,
                            flights[key] == nil {
-                            _ = startFlight(for: key, label: label)  // refresh ahead, in the background
+                            _ = startFlight(for: key, label: label, in: &l)  // refresh ahead, in the background
                         }
                         record.holders += 1
                         record.lastUsed = now
@@ -211,7 +216,7 @@ public actor SessionPool {
                     }
                     rejected[key] = nil
                 }
-                return .wait(flights[key] ?? startFlight(for: key, label: label))
+                return .wait(flights[key] ?? startFlight(for: key, label: label, in: &l))
             }
             let flight: Flight
             switch step {
@@ -270,7 +275,9 @@ public actor SessionPool {
         }
     }
 
-    private func startFlight(for key: Key, label: Label) -> Flight {
+    /// Starts a login for `key`; called with the ledger locked (`l`).
+    private func startFlight(for key: Key, label: Label, in l: inout Ledger) -> Flight {
+        l.everLoggedIn = true
         nextToken += 1
         let token = nextToken
         let task = Task<Secret, any Error> {
@@ -325,6 +332,7 @@ public actor SessionPool {
             l.records[id] = record
             return true
         }
+        if installed, sweeper == nil, let interval = policy.sweepInterval { startSweeping(every: interval) }
         if !installed {
             // Nobody can reach it any more: do not leave it logged in.
             logOutInBackground(id, key: key)
@@ -448,6 +456,17 @@ public actor SessionPool {
                 if Task.isCancelled { return }
                 self.sweep()
             }
+        }
+    }
+
+    /// Stops handing out sessions at once, from any thread: every later `open` fails with
+    /// `.cancelled` and no new login starts.
+    /// - Returns: whether ``shutdown(deadline:)`` still has work (a login was ever started, so
+    ///   there may be sessions, logins or logouts in flight); `false` means nothing to log out.
+    public nonisolated func beginShutdown() -> Bool {
+        ledger.withLock { l in
+            l.shuttingDown = true
+            return l.everLoggedIn
         }
     }
 

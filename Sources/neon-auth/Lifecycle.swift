@@ -21,7 +21,6 @@ final class Lifecycle: @unchecked Sendable {
     private let shutdownTimeout: Double
     private let inFlightTimeout: Double
     private let started = Atomic<Bool>(false)
-    private var signalSources: [DispatchSourceSignal] = []
     var server: StdioServer?
     var output: OutputSink?
 
@@ -32,19 +31,24 @@ final class Lifecycle: @unchecked Sendable {
         self.inFlightTimeout = inFlightTimeout
     }
 
+    /// Takes SIGTERM and SIGINT on a thread of their own, with `sigwait` (the main thread blocked
+    /// both before any thread was created, so no other thread receives them): the first starts
+    /// the graceful shutdown, a second exits at once with status 1.
     func installSignalHandlers() {
-        for signo in [SIGTERM, SIGINT] {
-            signal(signo, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signo, queue: .global())
-            source.setEventHandler { [self] in
+        DetachedThread.start { [self] in
+            var set = sigset_t()
+            sigemptyset(&set)
+            sigaddset(&set, SIGTERM)
+            sigaddset(&set, SIGINT)
+            while true {
+                var signo: Int32 = 0
+                guard sigwait(&set, &signo) == 0 else { continue }
                 if started.load(ordering: .acquiring) {
                     log.warn("second signal: exiting at once")
                     _exit(1)
                 }
                 DetachedThread.start { self.shutdown(.signal, inFlightLimit: min(self.inFlightTimeout, 3)) }
             }
-            source.resume()
-            signalSources.append(source)
         }
     }
 
@@ -64,10 +68,14 @@ final class Lifecycle: @unchecked Sendable {
         let done = DispatchSemaphore(value: 0)
         let result = Mutex<(Int, Int)>((0, 0))
         let pool = self.pool, deadline = shutdownTimeout
-        Task.detached {
-            let r = await pool.shutdown(deadline: deadline)
-            result.withLock { $0 = r }
-            done.signal()
+        if pool.beginShutdown() {
+            Task.detached {
+                let r = await pool.shutdown(deadline: deadline)
+                result.withLock { $0 = r }
+                done.signal()
+            }
+        } else {
+            done.signal()  // never logged in: nothing to log out
         }
         // End of input waits for a slow reader as long as it keeps reading; a signal asks to
         // stop, so its wait is bounded.

@@ -38,13 +38,19 @@ do {
 
 // No core dumps and no ptrace by other processes of this user: keys live in this memory.
 _ = neon_auth_harden_process()
-// A parent may have spawned us with SIGTERM/SIGINT blocked (the mask is inherited); the
-// graceful shutdown path needs them.
+// SIGTERM and SIGINT are blocked in every thread (threads inherit the mask of the thread that
+// creates them, and none exists yet) and taken by one thread with sigwait(); see
+// Lifecycle.installSignalHandlers. A parent's ignored or blocked disposition does not matter.
 var graceful = sigset_t()
 sigemptyset(&graceful)
 sigaddset(&graceful, SIGTERM)
 sigaddset(&graceful, SIGINT)
-pthread_sigmask(SIG_UNBLOCK, &graceful, nil)
+pthread_sigmask(SIG_BLOCK, &graceful, nil)
+// Should some library thread unblock them, a signal is then lost rather than killing the
+// process without logging out (Linux still queues ignored signals that are blocked, so
+// sigwait() sees them).
+signal(SIGTERM, SIG_IGN)
+signal(SIGINT, SIG_IGN)
 // A closed stdout must not kill the process: writes then fail with EPIPE instead.
 signal(SIGPIPE, SIG_IGN)
 // The protocol gets its own descriptor; fd 1 now points at stderr so a stray print from any
@@ -82,9 +88,6 @@ let server = StdioServer(inputFD: 0, output: output, dispatcher: dispatcher,
 lifecycle.server = server
 lifecycle.output = output
 lifecycle.installSignalHandlers()
-// Top-level code is main-actor isolated and the main thread blocks in the reader below, so
-// background work must be detached from it.
-Task.detached { await pool.startSweeping(every: max(1, min(60, (configuration.idleTimeout - configuration.idleMargin) / 4))) }
 log.info("ready: v1 \(configuration.v1BaseURL), v2 \(configuration.v2BaseURL), NEON-API-VERSION \(configuration.apiVersion)")
 
 server.run()

@@ -161,4 +161,18 @@ struct SessionPoolTests {
         #expect(Set(backend.loggedOut).count == 2)
         await #expect(throws: NeonError.cancelled) { try await pool.open(acme) }
     }
+
+    @Test("beginShutdown: nothing to do for a pool that never logged in, and no login can start after it")
+    func beginShutdown() async throws {
+        let idle = makePool()
+        #expect(idle.beginShutdown() == false)
+        await #expect(throws: NeonError.cancelled) { try await idle.open(acme) }
+        #expect(backend.attempts == 0)
+        let used = makePool()
+        _ = try await used.open(acme)
+        #expect(used.beginShutdown() == true)
+        #expect(used.openPooled(acme) == nil)
+        await #expect(throws: NeonError.cancelled) { try await used.open(acme) }
+        #expect(await used.shutdown(deadline: 2).loggedOut == 1)
+    }
 }

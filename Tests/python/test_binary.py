@@ -92,3 +92,37 @@ def test_content_length_framing(binary, fake, isolated_env, contract: Contract):
         proc.wait()
         proc.stdout.close()
         proc.stdin.close()
+
+
+@pytest.mark.parametrize("inherited", ["ignored", "blocked"])
+def test_sigterm_is_graceful_whatever_the_parent_left(inherited, binary, fake, isolated_env):
+    """A parent may spawn neon-auth with SIGTERM/SIGINT ignored (a background job) or blocked:
+    SIGTERM still logs the pooled session out and exits 0."""
+    import signal as sig
+
+    def prepare() -> None:
+        if inherited == "ignored":
+            sig.signal(sig.SIGTERM, sig.SIG_IGN)
+            sig.signal(sig.SIGINT, sig.SIG_IGN)
+        else:
+            sig.pthread_sigmask(sig.SIG_BLOCK, {sig.SIGTERM, sig.SIGINT})
+
+    full_env = dict(__import__("os").environ)
+    full_env.update(isolated_env)
+    proc = subprocess.Popen([str(binary), *fake.args()], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=full_env, preexec_fn=prepare)
+    try:
+        request = {"jsonrpc": "2.0", "id": 1, "method": "openSession", "params": {"orgId": ORG, "apiKey": KEY}}
+        proc.stdin.write(json.dumps(request).encode() + b"\n")
+        proc.stdin.flush()
+        answer = json.loads(proc.stdout.readline())
+        assert answer["result"]["reused"] is False
+        proc.send_signal(sig.SIGTERM)
+        assert wait_exit(proc, 10) == 0
+        assert fake.server.state.stats()["logouts"].get(ORG) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stdin.close()
