@@ -13,6 +13,10 @@ import Synchronization
 /// interleaved with another, and a client that reads slowly never blocks the reader or the
 /// concurrency pool. The reader applies backpressure with ``waitForRoom()``: when more than
 /// `maxQueuedBytes` wait to be written it stops reading requests until the client catches up.
+/// Below that bound it paces itself only while the client is reading: past `paceBytes` queued,
+/// it waits for the writer as long as the last write completed within `paceWindow` seconds, so
+/// that a fast client keeps the queue (and memory) small, while a client that writes all its
+/// requests before reading any answer can still queue up to `maxQueuedBytes`.
 public final class OutputSink: Sendable {
     private struct State {
         var pending: [UInt8] = []
@@ -22,6 +26,8 @@ public final class OutputSink: Sendable {
         var broken = false
         /// Bytes written so far (drain watches it for progress).
         var written = 0
+        /// Monotonic seconds at which the last write completed (0: none yet).
+        var lastWriteDone = 0.0
         var framing = Framing.newlineDelimited
     }
 
@@ -123,10 +129,19 @@ public final class OutputSink: Sendable {
         if wakeWriter { wake.signal() }
     }
 
-    /// Blocks while more than `maxQueuedBytes` are waiting to be written.
+    /// Queued bytes past which the reader waits for a client that is reading (see the type).
+    static let paceBytes = 256 << 10
+    /// How recent the last completed write must be for the client to count as reading, seconds.
+    static let paceWindow = 0.010
+
+    /// Blocks while more than `maxQueuedBytes` are waiting to be written, and while more than
+    /// ``paceBytes`` are while the client is reading (a write completed within ``paceWindow``).
     public func waitForRoom() {
-        while state.withLock({ $0.pending.count > maxQueuedBytes && !$0.broken }) {
-            _ = room.wait(timeout: .now() + .milliseconds(50))
+        while true {
+            let (queued, broken, lastWriteDone) = state.withLock { ($0.pending.count, $0.broken, $0.lastWriteDone) }
+            if broken || queued <= Self.paceBytes { return }
+            if queued <= maxQueuedBytes && monotonicSeconds() - lastWriteDone > Self.paceWindow { return }
+            _ = room.wait(timeout: .now() + .milliseconds(queued > maxQueuedBytes ? 50 : 1))
         }
     }
 
@@ -191,7 +206,11 @@ public final class OutputSink: Sendable {
                 let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
                 if n > 0 {
                     offset += n
-                    state.withLock { $0.written += n }
+                    let now = monotonicSeconds()
+                    state.withLock {
+                        $0.written += n
+                        $0.lastWriteDone = now
+                    }
                 } else if n < 0 && errno == EINTR {
                     continue
                 } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
