@@ -26,8 +26,9 @@ public final class OutputSink: Sendable {
         var broken = false
         /// Bytes written so far (drain watches it for progress).
         var written = 0
-        /// Monotonic seconds at which the last write completed (0: none yet).
-        var lastWriteDone = 0.0
+        /// Monotonic seconds at which the last write completed (at first: when the sink was
+        /// made, so that the reader also paces itself while the writer thread starts).
+        var lastWriteDone = monotonicSeconds()
         var framing = Framing.newlineDelimited
     }
 
