@@ -154,6 +154,16 @@ def spawn_raw(binary: Path, args: list[str] = (), env: dict[str, str] | None = N
                             stderr=stderr, env=full_env)
 
 
+def reap(proc: subprocess.Popen) -> None:
+    """Kills `proc` if it still runs, waits for it and closes its pipes (test clean-up)."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for stream in (proc.stdout, proc.stdin):
+        if stream is not None:
+            stream.close()
+
+
 def read_lsp_message(stream: Any, timeout: float = 10) -> bytes:
     """Reads one Content-Length framed message body from a binary stream."""
     result: "queue.Queue[Any]" = queue.Queue()

@@ -7,13 +7,15 @@ the document when the test ends (see conftest.start_client).
 from __future__ import annotations
 
 import json
+import os
+import signal as sig
 import subprocess
 
 import pytest
 
 from conftest import KEY, ORG
 from neon_auth_contract import Contract
-from neon_auth_harness import read_lsp_message, spawn_raw, wait_exit
+from neon_auth_harness import read_lsp_message, reap, spawn_raw, wait_exit
 
 UNDOCUMENTED = [
     "signRequest", "login", "logout", "Sign", "SIGN", "sign ", "open_session", "opensession",
@@ -87,19 +89,13 @@ def test_content_length_framing(binary, fake, isolated_env, contract: Contract):
         assert wait_exit(proc, 10) == 0
         assert not problems, "\n".join(problems)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stdout.close()
-        proc.stdin.close()
+        reap(proc)
 
 
 @pytest.mark.parametrize("inherited", ["ignored", "blocked"])
 def test_sigterm_is_graceful_whatever_the_parent_left(inherited, binary, fake, isolated_env):
     """A parent may spawn neon-auth with SIGTERM/SIGINT ignored (a background job) or blocked:
     SIGTERM still logs the pooled session out and exits 0."""
-    import signal as sig
-
     def prepare() -> None:
         if inherited == "ignored":
             sig.signal(sig.SIGTERM, sig.SIG_IGN)
@@ -107,7 +103,7 @@ def test_sigterm_is_graceful_whatever_the_parent_left(inherited, binary, fake, i
         else:
             sig.pthread_sigmask(sig.SIG_BLOCK, {sig.SIGTERM, sig.SIGINT})
 
-    full_env = dict(__import__("os").environ)
+    full_env = dict(os.environ)
     full_env.update(isolated_env)
     proc = subprocess.Popen([str(binary), *fake.args()], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, env=full_env, preexec_fn=prepare)
@@ -121,8 +117,4 @@ def test_sigterm_is_graceful_whatever_the_parent_left(inherited, binary, fake, i
         assert wait_exit(proc, 10) == 0
         assert fake.server.state.stats()["logouts"].get(ORG) == 1
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stdout.close()
-        proc.stdin.close()
+        reap(proc)
