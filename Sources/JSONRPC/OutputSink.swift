@@ -130,6 +130,9 @@ public final class OutputSink: Sendable {
         if wakeWriter { wake.signal() }
     }
 
+    /// Most bytes handed to one `write(2)`.
+    static let writeSlice = 64 << 10
+
     /// Queued bytes past which the reader waits for a client that is reading (see the type).
     static let paceBytes = 256 << 10
     /// How recent the last completed write must be for the client to count as reading, seconds.
@@ -204,7 +207,10 @@ public final class OutputSink: Sendable {
         bytes.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {
-                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
+                // At most 64 KiB per call: a blocking write of the whole queue to a slow pipe
+                // would return only when all of it was taken, hiding the client's progress
+                // from drain() and the pacing.
+                let n = write(fd, raw.baseAddress! + offset, min(raw.count - offset, Self.writeSlice))
                 if n > 0 {
                     offset += n
                     let now = monotonicSeconds()

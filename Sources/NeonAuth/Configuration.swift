@@ -163,7 +163,7 @@ public struct Configuration: Sendable, Equatable {
         if let s = try seconds("--refresh-ahead", allowZero: true) { config.refreshAhead = s }
         if let s = try seconds("--rejection-cache", allowZero: true) { config.rejectionCache = s }
         if let (raw, _) = value("--credentials") { config.credentialsPath = raw }
-        if values["--idle-margin"] == nil && environment["NEON_AUTH_IDLE_MARGIN"] == nil {
+        if value("--idle-margin") == nil {  // not given (an empty variable counts as not given)
             config.idleMargin = min(config.idleMargin, config.idleTimeout / 10)
         }
         guard config.idleMargin < config.idleTimeout else {

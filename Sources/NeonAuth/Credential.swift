@@ -15,6 +15,18 @@ public struct Credential: Sendable, Hashable {
         self.apiKey = apiKey
     }
 
+    /// Byte equality (see ``Secret``'s `==`): org IDs are compared by their UTF-8 bytes too.
+    public static func == (lhs: Credential, rhs: Credential) -> Bool {
+        lhs.apiKey == rhs.apiKey && lhs.orgId.utf8.elementsEqual(rhs.orgId.utf8)
+    }
+
+    /// Hashes the bytes, consistently with `==`.
+    public func hash(into hasher: inout Hasher) {
+        var org = orgId
+        org.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+        hasher.combine(apiKey)
+    }
+
     /// Validates the fields of a credential given in request params.
     ///
     /// Rules: `orgId` non-empty, no `:` (the HTTP Basic user name cannot hold one), no control

@@ -78,7 +78,8 @@ public enum BaseURLPolicy {
             throw ConfigurationError(
                 "\(name): plain http is refused for '\(parts.host)': credentials go only over https (http is allowed only on loopback hosts, for tests)")
         }
-        var trimmed = text
+        // The scheme in lower case: the HTTP client does not recognise `HTTPS://`.
+        var trimmed = parts.scheme + text.drop { $0 != ":" }
         while trimmed.hasSuffix("/") { trimmed.removeLast() }
         return trimmed
     }
@@ -87,14 +88,15 @@ public enum BaseURLPolicy {
     /// - Throws: `ConfigurationError` naming `name` and what is wrong.
     static func parse(_ text: String, name: String) throws -> Parts {
         let bytes = Array(text.utf8)
-        func fail(_ what: String) -> ConfigurationError { ConfigurationError("\(name): '\(text)' \(what)") }
+        // The URL itself is never echoed: a key pasted into it must not reach stderr.
+        func fail(_ what: String) -> ConfigurationError { ConfigurationError("\(name): the URL \(what)") }
         guard let separator = firstIndex(of: Array("://".utf8), in: bytes) else { throw fail("is not an absolute URL") }
         let scheme = String(decoding: bytes[..<separator], as: UTF8.self).lowercased()
         guard scheme == "http" || scheme == "https" else {
             if scheme.isEmpty || !scheme.utf8.allSatisfy({ isAlphanumeric($0) || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") }) {
                 throw fail("is not an absolute URL")
             }
-            throw ConfigurationError("\(name): unsupported scheme '\(scheme)' (use https)")
+            throw ConfigurationError("\(name): unsupported scheme (use https)")
         }
         let rest = bytes[(separator + 3)...]
         if rest.contains(where: { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") }) {
@@ -179,7 +181,8 @@ public enum BaseURLPolicy {
         while let last = h.last, last == "[" || last == "]" { h.removeLast() }
         if h == "localhost" || h == "::1" || h == "0:0:0:0:0:0:0:1" { return true }
         let parts = h.split(separator: ".", omittingEmptySubsequences: false)
-        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
+        // Canonical decimal only: `127.000.000.001` is refused rather than guessed at.
+        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil && ($0 == "0" || !$0.hasPrefix("0")) }
     }
 }
 

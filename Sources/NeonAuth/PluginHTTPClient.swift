@@ -46,6 +46,26 @@ public final class PluginHTTPClient: HTTPClient {
         self.log = log
     }
 
+    /// Makes the process environment safe for the HTTP plugin's libcurl. Call once at start-up,
+    /// before any thread exists (`setenv` is not thread-safe):
+    /// - loopback hosts are added to `no_proxy`/`NO_PROXY`, so plain http (allowed only to
+    ///   loopback, for tests) never goes through a proxy named by `http_proxy`/`ALL_PROXY` in
+    ///   clear text (https through a proxy stays end-to-end TLS and is left alone);
+    /// - `URLSessionDebugLibcurl` and `URLSessionDebug` are removed: they make Foundation print
+    ///   request and response bodies (the API key, session IDs) to stderr.
+    public static func prepareProcessEnvironment() {
+        let loopback = "localhost,127.0.0.0/8,::1"
+        for name in ["no_proxy", "NO_PROXY"] {
+            if let existing = getenv(name).map({ String(cString: $0) }), !existing.isEmpty {
+                setenv(name, loopback + "," + existing, 1)
+            } else {
+                setenv(name, loopback, 1)
+            }
+        }
+        unsetenv("URLSessionDebugLibcurl")
+        unsetenv("URLSessionDebug")
+    }
+
     /// The default plugin locations: beside the executable, then `../lib/neon-auth/`.
     /// - Returns: absolute paths (empty if `/proc/self/exe` cannot be resolved).
     public static func defaultLocations() -> [String] {

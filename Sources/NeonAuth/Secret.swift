@@ -12,6 +12,17 @@ public struct Secret: Sendable, Hashable, CustomStringConvertible, CustomDebugSt
     /// The secret's bytes, for the few places that must send them.
     public var exposedValue: String { value }
 
+    /// Byte equality of the UTF-8: two keys that differ only in Unicode normalization (`é` as
+    /// one scalar or as `e` + combining accent) are different keys to NeonCRM, so they must
+    /// never compare equal (Swift's `String ==` uses canonical equivalence).
+    public static func == (lhs: Secret, rhs: Secret) -> Bool { lhs.value.utf8.elementsEqual(rhs.value.utf8) }
+
+    /// Hashes the UTF-8 bytes, consistently with `==`.
+    public func hash(into hasher: inout Hasher) {
+        var value = self.value
+        value.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+    }
+
     public var description: String { "<redacted>" }
     public var debugDescription: String { "<redacted>" }
     public var customMirror: Mirror { Mirror(self, children: [], displayStyle: .struct) }

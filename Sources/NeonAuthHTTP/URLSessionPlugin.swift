@@ -115,7 +115,7 @@ final class URLSessionPoster: Sendable {
             configuration.urlCache = nil
             configuration.requestCachePolicy = .reloadIgnoringLocalCacheData
             configuration.timeoutIntervalForRequest = connectTimeout
-            configuration.httpMaximumConnectionsPerHost = 8
+            configuration.httpMaximumConnectionsPerHost = 64  // one NeonCRM host serves every org
             let session = URLSession(configuration: configuration, delegate: NoRedirects(), delegateQueue: nil)
             box = session
             return session

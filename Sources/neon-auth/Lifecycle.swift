@@ -31,21 +31,31 @@ final class Lifecycle: @unchecked Sendable {
         self.inFlightTimeout = inFlightTimeout
     }
 
-    /// Takes SIGTERM and SIGINT on a thread of their own, with `sigwait` (the main thread blocked
-    /// both before any thread was created, so no other thread receives them): the first starts
-    /// the graceful shutdown, a second exits at once with status 1.
+    /// The signals that ask for a graceful shutdown: SIGTERM, SIGINT and SIGHUP (the terminal
+    /// went away).
+    static let gracefulSignals: [Int32] = [SIGTERM, SIGINT, SIGHUP]
+
+    /// Takes the graceful signals on a thread of their own, with `sigwait` (the main thread
+    /// blocked them before any thread was created, so no other thread receives them): the first
+    /// starts the graceful shutdown (or, when one is already under way, e.g. after end of input,
+    /// lets it finish), a second signal exits at once with status 1.
     func installSignalHandlers() {
         DetachedThread.start { [self] in
             var set = sigset_t()
             sigemptyset(&set)
-            sigaddset(&set, SIGTERM)
-            sigaddset(&set, SIGINT)
+            for signo in Self.gracefulSignals { sigaddset(&set, signo) }
+            var signals = 0
             while true {
                 var signo: Int32 = 0
                 guard sigwait(&set, &signo) == 0 else { continue }
-                if started.load(ordering: .acquiring) {
+                signals += 1
+                if signals > 1 {
                     log.warn("second signal: exiting at once")
                     _exit(1)
+                }
+                if started.load(ordering: .acquiring) {
+                    log.info("signal: already shutting down; a second signal exits at once")
+                    continue
                 }
                 DetachedThread.start { self.shutdown(.signal, inFlightLimit: min(self.inFlightTimeout, 3)) }
             }
@@ -84,6 +94,12 @@ final class Lifecycle: @unchecked Sendable {
         }
         if done.wait(timeout: .now() + shutdownTimeout + 1) == .timedOut {
             log.warn("logout at exit did not finish in time")
+        }
+        // Requests still in flight were cancelled by the pool's shutdown: their answers
+        // (-32005) come now; write them too.
+        if reason != .outputClosed, let server, let output {
+            _ = server.waitForInFlight(timeout: 1)
+            _ = output.drain(stallTimeout: 2, limit: 3)
         }
         let (loggedOut, abandoned) = result.withLock { $0 }
         if loggedOut + abandoned > 0 || log.enabled(.info) {

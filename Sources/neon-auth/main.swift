@@ -17,6 +17,8 @@ for fd: Int32 in 0...2 where fcntl(fd, F_GETFD) == -1 {
         close(null)
     }
 }
+// Before any thread exists: no proxy for loopback, no Foundation debug output (see there).
+PluginHTTPClient.prepareProcessEnvironment()
 let environment = Configuration.processEnvironment()
 let configuration: Configuration
 do {
@@ -38,19 +40,17 @@ do {
 
 // No core dumps and no ptrace by other processes of this user: keys live in this memory.
 _ = neon_auth_harden_process()
-// SIGTERM and SIGINT are blocked in every thread (threads inherit the mask of the thread that
+// SIGTERM, SIGINT and SIGHUP are blocked in every thread (threads inherit the mask of the thread that
 // creates them, and none exists yet) and taken by one thread with sigwait(); see
 // Lifecycle.installSignalHandlers. A parent's ignored or blocked disposition does not matter.
 var graceful = sigset_t()
 sigemptyset(&graceful)
-sigaddset(&graceful, SIGTERM)
-sigaddset(&graceful, SIGINT)
+for signo in Lifecycle.gracefulSignals { sigaddset(&graceful, signo) }
 pthread_sigmask(SIG_BLOCK, &graceful, nil)
 // Should some library thread unblock them, a signal is then lost rather than killing the
 // process without logging out (Linux still queues ignored signals that are blocked, so
 // sigwait() sees them).
-signal(SIGTERM, SIG_IGN)
-signal(SIGINT, SIG_IGN)
+for signo in Lifecycle.gracefulSignals { signal(signo, SIG_IGN) }
 // A closed stdout must not kill the process: writes then fail with EPIPE instead.
 signal(SIGPIPE, SIG_IGN)
 // The protocol gets its own descriptor; fd 1 now points at stderr so a stray print from any

@@ -112,4 +112,90 @@ struct RegressionTests {
         neon.closeInput()
         #expect(neon.waitForExit() == 0)
     }
+
+    // Found by the second review round (session 9).
+
+    @Test("a slow but steady reader gets every response whole, however long it takes")
+    func slowSteadyReader() throws {
+        let neon = try NeonAuthProcess(arguments: [], collectOutput: false)
+        let count = 40_000
+        let input = neon.stdin.fileHandleForWriting
+        let requests = Data((0..<count).map { signLine(id: String($0)) + "\n" }.joined().utf8)
+        let writer = Thread {
+            input.write(requests)
+            try? input.close()
+        }
+        writer.start()
+        // About 0.5 MB/s: the whole output (about 7 MB) takes far longer than 10 s.
+        let reader = neon.stdoutPipe.fileHandleForReading
+        var all = Data()
+        while true {
+            let chunk = reader.readData(ofLength: 16 * 1024)
+            if chunk.isEmpty { break }
+            all.append(chunk)
+            usleep(30_000)
+        }
+        #expect(neon.waitForExit() == 0)
+        let lines = all.split(separator: 0x0A, omittingEmptySubsequences: false)
+        #expect(lines.count == count + 1 && lines.last?.isEmpty == true)
+        #expect(lines.dropLast().allSatisfy { (try? JSONReader.parse([UInt8]($0))) != nil })
+    }
+
+    @Test("one SIGTERM after end of input lets the shutdown finish: exit 0 and every session logged out")
+    func signalAfterEndOfInput() throws {
+        let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
+        try fake.control("mode", body: #"{"logoutDelay":0.5}"#)
+        let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments)
+        neon.send(#"{"jsonrpc":"2.0","id":1,"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"#)
+        _ = try neon.response()
+        neon.closeInput()
+        Thread.sleep(forTimeInterval: 0.1)
+        kill(neon.process.processIdentifier, SIGTERM)
+        #expect(neon.waitForExit() == 0)
+        #expect(try fake.count("logouts", org: "acme") == 1)
+    }
+
+    @Test("SIGTERM with a login in flight: the request still gets its -32005 answer before exit")
+    func signalAnswersInFlight() throws {
+        let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
+        try fake.control("mode", body: #"{"login":"hang"}"#)
+        let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments)
+        neon.send(#"{"jsonrpc":"2.0","id":7,"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"#)
+        Thread.sleep(forTimeInterval: 0.2)
+        kill(neon.process.processIdentifier, SIGTERM)
+        #expect(neon.waitForExit() == 0)
+        let answer = try #require(neon.stdout.nextLine(timeout: 1), "no answer for the request in flight")
+        #expect(answer.contains(#""id":7"#) && answer.contains("-32005"))
+        _ = try fake.control("release", body: "{}")
+    }
+
+    @Test("SIGHUP (the terminal went away) takes the graceful path too")
+    func sighup() throws {
+        let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
+        let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments)
+        neon.send(#"{"jsonrpc":"2.0","id":1,"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"#)
+        _ = try neon.response()
+        kill(neon.process.processIdentifier, SIGHUP)
+        #expect(neon.waitForExit() == 0)
+        #expect(try fake.count("logouts", org: "acme") == 1)
+    }
+
+    @Test("proxy variables never carry plain-http credentials, and Foundation's debug variables print nothing")
+    func proxyAndDebugEnvironment() throws {
+        let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
+        // Nothing listens on 127.0.0.2:9: a request sent through this "proxy" would fail.
+        let proxy = "http://127.0.0.2:9"
+        let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments + ["--log-level", "error"], environment: [
+            "http_proxy": proxy, "HTTP_PROXY": proxy, "all_proxy": proxy, "ALL_PROXY": proxy, "no_proxy": "example.com",
+            "URLSessionDebugLibcurl": "1", "URLSessionDebug": "1",
+        ])
+        neon.send(#"{"jsonrpc":"2.0","id":1,"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"#)
+        let opened = try neon.response()
+        let sessionId = try #require(opened["result"]?["userSessionId"]?.stringValue, "\(opened)")
+        #expect(try fake.count("logins", org: "acme") == 1)
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
+        expectNoSecret(neon.stderr.text, [acmeKey, sessionId])
+        #expect(!neon.stderr.text.contains("login.apiKey"))
+    }
 }

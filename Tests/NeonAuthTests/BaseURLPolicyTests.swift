@@ -10,7 +10,8 @@ struct BaseURLPolicyTests {
     @Test("accepted: https anywhere, http on loopback; the trailing slash is dropped", arguments: [
         ("https://api.neoncrm.com/v2", "https://api.neoncrm.com/v2"),
         ("https://api.neoncrm.com/v2/", "https://api.neoncrm.com/v2"),
-        ("HTTPS://API.neoncrm.com:443/neonws/services/api", "HTTPS://API.neoncrm.com:443/neonws/services/api"),
+        ("HTTPS://API.neoncrm.com:443/neonws/services/api", "https://API.neoncrm.com:443/neonws/services/api"),
+        ("Http://localhost:8/x", "http://localhost:8/x"),
         ("https://trial.z2systems.com/neonws/services/api", "https://trial.z2systems.com/neonws/services/api"),
         ("http://127.0.0.1:8080/api", "http://127.0.0.1:8080/api"),
         ("http://localhost:9/x%20y", "http://localhost:9/x%20y"),
@@ -26,7 +27,9 @@ struct BaseURLPolicyTests {
     @Test("refused, with the reason", arguments: [
         ("api.neoncrm.com/v2", "not an absolute URL"),
         ("://host/x", "not an absolute URL"),
-        ("ftp://host/x", "unsupported scheme 'ftp'"),
+        ("ftp://host/x", "unsupported scheme"),
+        ("http://127.000.000.001:8/x", "plain http is refused"),
+        ("http://127.0.0.01:8/x", "plain http is refused"),
         ("http://neon.example.com/api", "plain http is refused"),
         ("http://127.0.0.1.evil.com/api", "plain http is refused"),
         ("http://localhost.:8/api", "plain http is refused"),
@@ -58,7 +61,17 @@ struct BaseURLPolicyTests {
             try BaseURLPolicy.validate(input, name: "--v1-base-url")
         } throws: { error in
             let text = "\(error)"
-            return text.hasPrefix("--v1-base-url: ") && text.contains(reason)
+            return text.hasPrefix("--v1-base-url: ") && text.contains(reason) && !text.contains(input)
+        }
+    }
+
+    @Test("a key pasted into the URL is never echoed, whatever is wrong with it")
+    func noEcho() {
+        for url in ["https://acme:Sup3r/Secr3tKey@api.neoncrm.com/v2", "https://api.neoncrm.com/v2?key=Secr3tKey",
+                    "http://acme:Secr3tKey@neon.example.com/", "Secr3tKey://x", "https://host/Secr3tKey é"] {
+            #expect {
+                try BaseURLPolicy.validate(url, name: "--v1-base-url")
+            } throws: { error in !"\(error)".contains("Secr3tKey") }
         }
     }
 
@@ -94,5 +107,18 @@ struct BaseURLPolicyTests {
         let environment = Configuration.processEnvironment()
         #expect(environment["NEON_AUTH_TEST_VARIABLE"] == "a=b=c é")
         #expect(environment == ProcessInfo.processInfo.environment)
+    }
+}
+
+@Suite("Configuration")
+struct ConfigurationTests {
+    @Test("an empty NEON_AUTH_IDLE_MARGIN counts as not given: the default margin shrinks to fit a short window")
+    func emptyMarginVariable() throws {
+        let action = try Configuration.parse(arguments: ["--idle-timeout", "30"], environment: ["NEON_AUTH_IDLE_MARGIN": ""])
+        guard case .serve(let configuration) = action else { Issue.record("expected serve, got \(action)"); return }
+        #expect(configuration.idleMargin == 3)
+        #expect(throws: ConfigurationError.self) {
+            try Configuration.parse(arguments: ["--idle-timeout", "30"], environment: ["NEON_AUTH_IDLE_MARGIN": "30"])
+        }
     }
 }

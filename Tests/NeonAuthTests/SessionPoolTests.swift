@@ -48,6 +48,20 @@ struct SessionPoolTests {
         #expect(backend.logins == 2)
     }
 
+    @Test("keys that differ only in Unicode normalization are two users (byte equality, not String ==)")
+    func normalization() async throws {
+        let pool = makePool()
+        let composed = SessionPool.Key(v1BaseURL: "https://v1", credential: Credential(orgId: "acme", apiKey: Secret("caf\u{E9}")))
+        let decomposed = SessionPool.Key(v1BaseURL: "https://v1", credential: Credential(orgId: "acme", apiKey: Secret("cafe\u{301}")))
+        #expect("caf\u{E9}" == "cafe\u{301}", "Swift's String == would merge them")
+        #expect(composed != decomposed)
+        let first = try await pool.open(composed)
+        let second = try await pool.open(decomposed)
+        #expect(first.userSessionId != second.userSessionId)
+        #expect(second.reused == false)
+        #expect(backend.logins == 2)
+    }
+
     @Test("50 concurrent opens for one key make exactly 1 login")
     func singleFlight() async throws {
         let pool = makePool()
