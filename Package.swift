@@ -10,10 +10,10 @@ let package = Package(
     ],
     targets: [
         // The JSON-RPC 2.0 transport: JSON reader/writer, framing, dispatch.
-        .target(name: "JSONRPC"),
+        .target(name: "JSONRPC", dependencies: ["CNeonSystem"]),
         // NeonCRM knowledge: signing, API v1 login/logout, the session pool, the methods.
         .target(name: "NeonAuth", dependencies: ["JSONRPC", "CNeonHTTP"]),
-        // The one system call Swift cannot make directly (prctl is variadic).
+        // The system calls Swift cannot make directly (prctl and ioctl are variadic).
         .target(name: "CNeonSystem"),
         // The C ABI between neon-auth and its HTTP plugin (one header, shared by both sides).
         .target(name: "CNeonHTTP"),

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 #include "CNeonSystem.h"
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -8,4 +9,20 @@ int neon_auth_harden_process(void) {
     if (setrlimit(RLIMIT_CORE, &none) != 0) result = -1;
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) result = -1;
     return result;
+}
+
+#include <fcntl.h>
+#include <sys/ioctl.h>
+
+long neon_auth_pipe_room(int fd) {
+#if defined(F_GETPIPE_SZ) && defined(FIONREAD)
+    int capacity = fcntl(fd, F_GETPIPE_SZ);
+    if (capacity <= 0) return -1;
+    int unread = 0;
+    if (ioctl(fd, FIONREAD, &unread) != 0) return -1;
+    return capacity > unread ? (long)(capacity - unread) : 0;
+#else
+    (void)fd;
+    return -1;
+#endif
 }

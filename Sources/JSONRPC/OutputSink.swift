@@ -5,6 +5,7 @@ import Darwin
 #endif
 import Dispatch
 import Synchronization
+import CNeonSystem
 
 /// The single owner of the protocol output descriptor.
 ///
@@ -130,8 +131,18 @@ public final class OutputSink: Sendable {
         if wakeWriter { wake.signal() }
     }
 
-    /// Most bytes handed to one `write(2)`.
-    static let writeSlice = 64 << 10
+    /// Most bytes handed to one `write(2)`; to a pipe, no more than the room left in it (at
+    /// least ``minSlice``). A blocking write to a full pipe returns only when all of it was
+    /// taken, so this keeps each write short and lets drain() and the pacing see a slow
+    /// client's progress every few KiB.
+    static let maxSlice = 64 << 10, minSlice = 4 << 10
+
+    /// The bytes to hand to the next `write(2)` out of `remaining`.
+    private func sliceLength(_ remaining: Int) -> Int {
+        let room = neon_auth_pipe_room(fd)
+        guard room >= 0 else { return min(remaining, Self.maxSlice) }  // not a pipe
+        return min(remaining, Self.maxSlice, max(Int(room), Self.minSlice))
+    }
 
     /// Queued bytes past which the reader waits for a client that is reading (see the type).
     static let paceBytes = 256 << 10
@@ -207,10 +218,10 @@ public final class OutputSink: Sendable {
         bytes.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {
-                // At most 64 KiB per call: a blocking write of the whole queue to a slow pipe
+                // At most one slice per call: a blocking write of the whole queue to a slow pipe
                 // would return only when all of it was taken, hiding the client's progress
                 // from drain() and the pacing.
-                let n = write(fd, raw.baseAddress! + offset, min(raw.count - offset, Self.writeSlice))
+                let n = write(fd, raw.baseAddress! + offset, sliceLength(raw.count - offset))
                 if n > 0 {
                     offset += n
                     let now = monotonicSeconds()

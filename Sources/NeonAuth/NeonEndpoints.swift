@@ -76,7 +76,7 @@ public enum BaseURLPolicy {
             break
         default:
             throw ConfigurationError(
-                "\(name): plain http is refused for '\(parts.host)': credentials go only over https (http is allowed only on loopback hosts, for tests)")
+                "\(name): plain http is refused for this host: credentials go only over https (http is allowed only on loopback hosts, for tests)")
         }
         // The scheme in lower case: the HTTP client does not recognise `HTTPS://`.
         var trimmed = parts.scheme + text.drop { $0 != ":" }
@@ -109,6 +109,8 @@ public enum BaseURLPolicy {
         }
         var host: ArraySlice<UInt8>, portText: ArraySlice<UInt8>? = nil
         if authority.first == UInt8(ascii: "[") {
+            // Checked for a clear message, then refused: the HTTP client (URLSession on
+            // Linux) cannot send to IPv6 address literals.
             guard let close = authority.firstIndex(of: UInt8(ascii: "]")) else { throw fail("has an unterminated IPv6 address") }
             host = authority[(authority.startIndex + 1)..<close]
             guard !host.isEmpty, host.allSatisfy({ isHexDigit($0) || $0 == UInt8(ascii: ":") || $0 == UInt8(ascii: ".") }),
@@ -118,6 +120,7 @@ public enum BaseURLPolicy {
                 guard after.first == UInt8(ascii: ":") else { throw fail("is not an absolute URL") }
                 portText = after.dropFirst()
             }
+            throw fail("has an IPv6 address, which the HTTP client cannot use: use a host name (e.g. localhost)")
         } else {
             if let colon = authority.firstIndex(of: UInt8(ascii: ":")) {
                 host = authority[..<colon]

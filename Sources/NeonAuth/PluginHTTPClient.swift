@@ -54,13 +54,15 @@ public final class PluginHTTPClient: HTTPClient {
     /// - `URLSessionDebugLibcurl` and `URLSessionDebug` are removed: they make Foundation print
     ///   request and response bodies (the API key, session IDs) to stderr.
     public static func prepareProcessEnvironment() {
+        // libcurl reads `no_proxy` first, then `NO_PROXY`; `*` (the whole value) bypasses every
+        // proxy already. Both variables get the loopback hosts plus the value libcurl would use.
         let loopback = "localhost,127.0.0.0/8,::1"
-        for name in ["no_proxy", "NO_PROXY"] {
-            if let existing = getenv(name).map({ String(cString: $0) }), !existing.isEmpty {
-                setenv(name, loopback + "," + existing, 1)
-            } else {
-                setenv(name, loopback, 1)
-            }
+        func variable(_ name: String) -> String { getenv(name).map { String(cString: $0) } ?? "" }
+        let effective = variable("no_proxy").isEmpty ? variable("NO_PROXY") : variable("no_proxy")
+        if effective.trimmingSpaces != "*" {
+            let value = effective.isEmpty ? loopback : loopback + "," + effective
+            setenv("no_proxy", value, 1)
+            setenv("NO_PROXY", value, 1)
         }
         unsetenv("URLSessionDebugLibcurl")
         unsetenv("URLSessionDebug")
@@ -279,5 +281,15 @@ private let pluginCompletion: neon_http_completion = { context, status, body, le
         exchange.complete(.failure(.cancelled))
     default:
         exchange.complete(.failure(.unreachable))
+    }
+}
+
+private extension String {
+    /// Without leading and trailing spaces.
+    var trimmingSpaces: Substring {
+        var text = Substring(self)
+        while text.first == " " { text.removeFirst() }
+        while text.last == " " { text.removeLast() }
+        return text
     }
 }

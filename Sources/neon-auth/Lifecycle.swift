@@ -32,24 +32,33 @@ final class Lifecycle: @unchecked Sendable {
     }
 
     /// The signals that ask for a graceful shutdown: SIGTERM, SIGINT and SIGHUP (the terminal
-    /// went away).
-    static let gracefulSignals: [Int32] = [SIGTERM, SIGINT, SIGHUP]
+    /// went away), except SIGHUP when the parent left it ignored (`nohup`). Call before the
+    /// dispositions are changed.
+    static func gracefulSignals() -> [Int32] {
+        var hangup = sigaction()
+        sigaction(SIGHUP, nil, &hangup)
+        let ignored = unsafeBitCast(hangup.__sigaction_handler.sa_handler, to: Int.self) == unsafeBitCast(SIG_IGN, to: Int.self)
+        return ignored ? [SIGTERM, SIGINT] : [SIGTERM, SIGINT, SIGHUP]
+    }
 
     /// Takes the graceful signals on a thread of their own, with `sigwait` (the main thread
     /// blocked them before any thread was created, so no other thread receives them): the first
     /// starts the graceful shutdown (or, when one is already under way, e.g. after end of input,
     /// lets it finish), a second signal exits at once with status 1.
-    func installSignalHandlers() {
+    /// - Parameter signals: ``gracefulSignals()``, blocked in every thread.
+    /// A hang-up is often delivered twice (by the shell and by the kernel), so SIGHUP never
+    /// counts as the second signal.
+    func installSignalHandlers(_ signals: [Int32]) {
         DetachedThread.start { [self] in
             var set = sigset_t()
             sigemptyset(&set)
-            for signo in Self.gracefulSignals { sigaddset(&set, signo) }
-            var signals = 0
+            for signo in signals { sigaddset(&set, signo) }
+            var received = 0
             while true {
                 var signo: Int32 = 0
                 guard sigwait(&set, &signo) == 0 else { continue }
-                signals += 1
-                if signals > 1 {
+                if signo != SIGHUP || received == 0 { received += 1 }
+                if received > 1 {
                     log.warn("second signal: exiting at once")
                     _exit(1)
                 }

@@ -40,17 +40,18 @@ do {
 
 // No core dumps and no ptrace by other processes of this user: keys live in this memory.
 _ = neon_auth_harden_process()
-// SIGTERM, SIGINT and SIGHUP are blocked in every thread (threads inherit the mask of the thread that
+// SIGTERM, SIGINT and SIGHUP (unless the parent ignored it, as nohup does) are blocked in every thread (threads inherit the mask of the thread that
 // creates them, and none exists yet) and taken by one thread with sigwait(); see
 // Lifecycle.installSignalHandlers. A parent's ignored or blocked disposition does not matter.
+let gracefulSignals = Lifecycle.gracefulSignals()
 var graceful = sigset_t()
 sigemptyset(&graceful)
-for signo in Lifecycle.gracefulSignals { sigaddset(&graceful, signo) }
+for signo in gracefulSignals { sigaddset(&graceful, signo) }
 pthread_sigmask(SIG_BLOCK, &graceful, nil)
 // Should some library thread unblock them, a signal is then lost rather than killing the
 // process without logging out (Linux still queues ignored signals that are blocked, so
 // sigwait() sees them).
-for signo in Lifecycle.gracefulSignals { signal(signo, SIG_IGN) }
+for signo in gracefulSignals { signal(signo, SIG_IGN) }
 // A closed stdout must not kill the process: writes then fail with EPIPE instead.
 signal(SIGPIPE, SIG_IGN)
 // The protocol gets its own descriptor; fd 1 now points at stderr so a stray print from any
@@ -87,7 +88,7 @@ let server = StdioServer(inputFD: 0, output: output, dispatcher: dispatcher,
                          maxMessageBytes: configuration.maxMessageBytes)
 lifecycle.server = server
 lifecycle.output = output
-lifecycle.installSignalHandlers()
+lifecycle.installSignalHandlers(gracefulSignals)
 log.info("ready: v1 \(configuration.v1BaseURL), v2 \(configuration.v2BaseURL), NEON-API-VERSION \(configuration.apiVersion)")
 
 server.run()

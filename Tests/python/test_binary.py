@@ -118,3 +118,45 @@ def test_sigterm_is_graceful_whatever_the_parent_left(inherited, binary, fake, i
         assert fake.server.state.stats()["logouts"].get(ORG) == 1
     finally:
         reap(proc)
+
+
+def _open_session_then(binary, fake, isolated_env, prepare, action):
+    """Starts neon-auth (with `prepare` run in the child before exec), opens one session, runs
+    `action(proc)`; returns the process (still running or not) for the caller to check."""
+    full_env = dict(os.environ)
+    full_env.update(isolated_env)
+    proc = subprocess.Popen([str(binary), *fake.args()], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=full_env, preexec_fn=prepare)
+    request = {"jsonrpc": "2.0", "id": 1, "method": "openSession", "params": {"orgId": ORG, "apiKey": KEY}}
+    proc.stdin.write(json.dumps(request).encode() + b"\n")
+    proc.stdin.flush()
+    assert json.loads(proc.stdout.readline())["result"]["reused"] is False
+    action(proc)
+    return proc
+
+
+def test_hangup_delivered_twice_is_still_graceful(binary, fake, isolated_env):
+    """A terminal hang-up often reaches the foreground job twice (shell and kernel)."""
+    def twice(proc):
+        proc.send_signal(sig.SIGHUP)
+        proc.send_signal(sig.SIGHUP)
+
+    proc = _open_session_then(binary, fake, isolated_env, None, twice)
+    try:
+        assert wait_exit(proc, 10) == 0
+        assert fake.server.state.stats()["logouts"].get(ORG) == 1
+    finally:
+        reap(proc)
+
+
+def test_nohup_is_respected(binary, fake, isolated_env):
+    """Started with SIGHUP ignored (nohup), a hang-up does not stop neon-auth."""
+    proc = _open_session_then(binary, fake, isolated_env, lambda: sig.signal(sig.SIGHUP, sig.SIG_IGN),
+                              lambda p: p.send_signal(sig.SIGHUP))
+    try:
+        assert wait_exit(proc, 0.5) is None, "a hang-up stopped a process started under nohup"
+        proc.stdin.close()
+        assert wait_exit(proc, 10) == 0
+        assert fake.server.state.stats()["logouts"].get(ORG) == 1
+    finally:
+        reap(proc)
