@@ -149,13 +149,14 @@ struct ProtocolTests {
         #expect(neon.waitForExit() == 0)
     }
 
-    @Test("SIGTERM takes the graceful path: pooled sessions are logged out, exit 0")
-    func sigterm() throws {
+    @Test("SIGTERM, SIGINT and SIGHUP take the graceful path: pooled sessions are logged out, exit 0",
+          arguments: [SIGTERM, SIGINT, SIGHUP])
+    func gracefulSignal(signal: Int32) throws {
         let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
         let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments)
         neon.send(#"{"jsonrpc":"2.0","id":1,"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"#)
         _ = try neon.response()
-        kill(neon.process.processIdentifier, SIGTERM)
+        kill(neon.process.processIdentifier, signal)
         #expect(neon.waitForExit() == 0)
         #expect(try fake.count("logouts", org: "acme") == 1)
     }

@@ -169,17 +169,6 @@ struct RegressionTests {
         _ = try fake.control("release", body: "{}")
     }
 
-    @Test("SIGHUP (the terminal went away) takes the graceful path too")
-    func sighup() throws {
-        let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
-        let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments)
-        neon.send(#"{"jsonrpc":"2.0","id":1,"method":"openSession","params":{"orgId":"acme","apiKey":"SENTINEL-k:e+y/=%&é"}}"#)
-        _ = try neon.response()
-        kill(neon.process.processIdentifier, SIGHUP)
-        #expect(neon.waitForExit() == 0)
-        #expect(try fake.count("logouts", org: "acme") == 1)
-    }
-
     @Test("proxy variables never carry plain-http credentials, and Foundation's debug variables print nothing")
     func proxyAndDebugEnvironment() throws {
         let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
