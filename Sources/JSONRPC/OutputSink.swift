@@ -139,6 +139,7 @@ public final class OutputSink: Sendable {
 
     /// The bytes to hand to the next `write(2)` out of `remaining`.
     private func sliceLength(_ remaining: Int) -> Int {
+        if remaining <= Self.minSlice { return remaining }  // one answer at a time: no system call
         let room = neon_auth_pipe_room(fd)
         guard room >= 0 else { return min(remaining, Self.maxSlice) }  // not a pipe
         return min(remaining, Self.maxSlice, max(Int(room), Self.minSlice))
