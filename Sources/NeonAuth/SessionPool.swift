@@ -447,8 +447,9 @@ public actor SessionPool {
         }
     }
 
-    /// Starts a timer that calls ``sweep()`` every `interval` seconds until shutdown.
-    public func startSweeping(every interval: Double) {
+    /// Starts a timer that calls ``sweep()`` every `interval` seconds until shutdown (from
+    /// `install`, with the first session, when `policy.sweepInterval` is set).
+    private func startSweeping(every interval: Double) {
         sweeper?.cancel()
         sweeper = Task {
             while !Task.isCancelled {
