@@ -77,8 +77,14 @@ class NeonAuthError(Exception):
     NEONCRM_UNAVAILABLE = -32002    # NeonCRM unavailable
     NEONCRM_TIMEOUT = -32003        # NeonCRM timed out
     UNEXPECTED_RESPONSE = -32004    # unexpected response from NeonCRM
+    SHUTTING_DOWN = -32005          # neon-auth is shutting down: retry with a new process
+    HTTP_PLUGIN_UNAVAILABLE = -32006  # neon-auth cannot make HTTP requests (plugin missing)
     UNKNOWN_SESSION = -32010        # unknown userSessionId
     SESSION_HAS_NO_HOLDER = -32011  # session is not held by anyone
+    NO_CREDENTIALS = -32020         # no credentials found (data.searched says where)
+    CREDENTIALS_FILE_REFUSED = -32021  # credentials file refused (data.path, data.reason)
+    UNKNOWN_PROFILE = -32022        # no such profile (data.profiles lists the file's)
+    CREDENTIALS_CHANGED = -32023    # the API key changed during the login: retry
 
     def __init__(self, code: int | None, message: str, data: Any = None):
         super().__init__(code, message)

@@ -7,7 +7,9 @@ public enum LSPCompatibility {
     /// - Parameters:
     ///   - name: the server name reported by `initialize`.
     ///   - version: the server version reported by `initialize`.
-    ///   - onExit: called on the reading thread for `exit`; expected not to return.
+    ///   - onExit: called on the reading thread for `exit` (a request gets `null` as its
+    ///     result); expected to make the server stop reading after this message
+    ///     (``StdioServer/requestStop()``), so that every answer is still written.
     public static func handlers(name: String, version: String, onExit: @escaping @Sendable () -> Void) -> [String: MethodHandler] {
         [
             "initialize": .immediate { _ in

@@ -25,6 +25,8 @@ public final class OutputSink: Sendable {
         var directWriting = false
         var writerSleeping = false
         var broken = false
+        /// The `errno` of the write that failed, once one has.
+        var failure: Int32? = nil
         /// Bytes written so far (drain watches it for progress).
         var written = 0
         /// Monotonic seconds at which the last write completed (at first: when the sink was
@@ -38,14 +40,15 @@ public final class OutputSink: Sendable {
     private let wake = DispatchSemaphore(value: 0)
     private let room = DispatchSemaphore(value: 0)
     private let maxQueuedBytes: Int
-    private let onBroken: @Sendable () -> Void
+    private let onBroken: @Sendable (Int32) -> Void
 
     /// - Parameters:
     ///   - fd: the protocol output descriptor (left in blocking mode).
     ///   - maxQueuedBytes: the bound on unwritten output at which the reader pauses.
-    ///   - onBroken: called once, from the writer thread, when the reader of the output has gone
-    ///     away (`EPIPE` or another write error); later output is discarded.
-    public init(fd: Int32, maxQueuedBytes: Int = 8 << 20, onBroken: @escaping @Sendable () -> Void = {}) {
+    ///   - onBroken: called once, from the thread whose `write(2)` failed, with its `errno`:
+    ///     `EPIPE` when the reader of the output has gone away, anything else (`ENOSPC`, `EIO`...)
+    ///     is a real write error; later output is discarded. See ``isReaderGone(_:)``.
+    public init(fd: Int32, maxQueuedBytes: Int = 8 << 20, onBroken: @escaping @Sendable (Int32) -> Void = { _ in }) {
         self.fd = fd
         self.maxQueuedBytes = maxQueuedBytes
         self.onBroken = onBroken
@@ -58,8 +61,11 @@ public final class OutputSink: Sendable {
         set { state.withLock { $0.framing = newValue } }
     }
 
-    /// Whether the reader of the output has gone away.
+    /// Whether the reader of the output has gone away (or writing failed otherwise).
     public var isBroken: Bool { state.withLock { $0.broken } }
+
+    /// The `errno` of the write that failed, if one has (see ``isReaderGone(_:)``).
+    public var failure: Int32? { state.withLock { $0.failure } }
 
     /// Queues one message without waking the writer (the reader batches a whole read's worth
     /// of responses, then calls ``flush()``).
@@ -110,18 +116,21 @@ public final class OutputSink: Sendable {
         if direct {
             var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
             let writable = poll(&pfd, 1, 0) == 1 && pfd.revents & Int16(POLLOUT) != 0
-            let ok = writable ? writeAll(chunk) : true
-            state.withLock { state in
+            let failure = writable ? writeAll(chunk) : 0
+            let first = state.withLock { state -> Bool in
                 state.directWriting = false
                 if !writable {
                     chunk.append(contentsOf: state.pending)
                     state.pending = chunk
-                } else if !ok {
-                    state.broken = true
+                } else if failure != 0 {
+                    defer { state.broken = true }
                     state.pending = []
+                    if !state.broken { state.failure = failure }
+                    return !state.broken
                 }
+                return false
             }
-            if !ok { onBroken() }
+            if first { onBroken(failure) }
         }
         let wakeWriter = state.withLock { state -> Bool in
             guard state.writerSleeping, !state.pending.isEmpty, !state.directWriting else { return false }
@@ -203,19 +212,27 @@ public final class OutputSink: Sendable {
                 continue
             }
             room.signal()
-            if !writeAll(chunk) {
-                state.withLock { state in
-                    state.broken = true
+            let failure = writeAll(chunk)
+            if failure != 0 {
+                let first = state.withLock { state -> Bool in
+                    defer { state.broken = true }
                     state.pending = []
+                    if !state.broken { state.failure = failure }
+                    return !state.broken
                 }
                 room.signal()
-                onBroken()
+                if first { onBroken(failure) }
             }
             chunk.removeAll(keepingCapacity: chunk.capacity <= 1 << 20)
         }
     }
 
-    private func writeAll(_ bytes: [UInt8]) -> Bool {
+    /// Whether a write error means only that the reader went away (`EPIPE`, or `ECONNRESET`
+    /// on a socket), the normal end of `… | neon-auth | head -1`.
+    public static func isReaderGone(_ error: Int32) -> Bool { error == EPIPE || error == ECONNRESET }
+
+    /// Writes all of `bytes`. - Returns: 0, or the `errno` of the write that failed.
+    private func writeAll(_ bytes: [UInt8]) -> Int32 {
         bytes.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {
@@ -237,10 +254,10 @@ public final class OutputSink: Sendable {
                     var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
                     _ = poll(&pfd, 1, 100)
                 } else {
-                    return false
+                    return n == 0 ? EIO : errno
                 }
             }
-            return true
+            return 0
         }
     }
 }
@@ -269,6 +286,15 @@ public enum Framing: Sendable, Equatable {
 @Sendable public func monotonicSeconds() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+/// Seconds on a clock that also counts time the machine spent suspended (`CLOCK_BOOTTIME`):
+/// NeonCRM's idle window runs on while a laptop sleeps, so every idle, refresh and
+/// rejection-cache decision uses this clock.
+@Sendable public func bootTimeSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_BOOTTIME, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }
 

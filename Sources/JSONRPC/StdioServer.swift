@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Dispatch
+import Synchronization
 
 /// Serves JSON-RPC 2.0 over a pair of file descriptors.
 ///
@@ -18,7 +19,8 @@ public final class StdioServer: Sendable {
     private let output: OutputSink
     private let dispatcher: Dispatcher
     private let maxMessageBytes: Int
-    private let inFlight = DispatchGroup()
+    private let pending = PendingAnswers()
+    private let stopRequested = Atomic<Bool>(false)
 
     /// - Parameters:
     ///   - inputFD: the descriptor requests are read from (never switched to non-blocking).
@@ -32,15 +34,15 @@ public final class StdioServer: Sendable {
         self.maxMessageBytes = maxMessageBytes
     }
 
-    /// Reads and answers messages until end of input (or a read error), then returns.
-    /// Deferred calls may still be running; see ``waitForInFlight(timeout:)``.
+    /// Reads and answers messages until end of input, a read error or ``requestStop()``, then
+    /// returns. Deferred calls may still be running; see ``waitForInFlight(timeout:)``.
     public func run() {
         var decoder = FrameDecoder(maxMessageBytes: maxMessageBytes)
         let chunkSize = 64 * 1024
         let chunk = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: chunkSize)
         defer { chunk.deallocate() }
         let output = self.output
-        while !output.isBroken {
+        while !output.isBroken && !isStopping {
             output.waitForRoom()
             let n = read(inputFD, chunk.baseAddress, chunkSize)
             if n < 0 {
@@ -57,18 +59,36 @@ public final class StdioServer: Sendable {
             decoder.consume(UnsafeBufferPointer(rebasing: chunk[0..<n]), onFraming: { output.framing = $0 }, handle: handleEvent)
             output.flush()
         }
-        decoder.finish(onFraming: { output.framing = $0 }, handle: handleEvent)
+        if !isStopping { decoder.finish(onFraming: { output.framing = $0 }, handle: handleEvent) }
         output.flush()
     }
+
+    /// Ends ``run()`` after the message being handled (for LSP `exit`): that message, a whole
+    /// batch included, is answered as usual; nothing after it is read. Callable from a handler.
+    public func requestStop() { stopRequested.store(true, ordering: .releasing) }
+
+    /// Whether ``requestStop()`` was called.
+    public var stopWasRequested: Bool { stopRequested.load(ordering: .acquiring) }
+    private var isStopping: Bool { stopWasRequested }
 
     /// Waits until every deferred call has been answered.
     /// - Parameter timeout: the longest wait, in seconds.
     /// - Returns: `true` when nothing is in flight any more.
     public func waitForInFlight(timeout: Double) -> Bool {
-        inFlight.wait(timeout: .now() + timeout) == .success
+        pending.waitUntilEmpty(timeout: timeout)
+    }
+
+    /// Answers every request still waiting for a deferred handler with `error` at once, and
+    /// sends each batch still in flight with the answers it has plus `error` for the rest, so
+    /// that no request with an id goes unanswered at exit. Handlers that finish later are ignored.
+    /// - Returns: how many requests got `error`.
+    @discardableResult
+    public func answerRemaining(with error: RPCError) -> Int {
+        pending.expireAll(with: error, output: output)
     }
 
     private func handleEvent(_ event: FrameDecoder.Event) {
+        if isStopping { return }  // after `exit`: nothing more is read
         switch event {
         case .message(let bytes):
             handleMessage(bytes)
@@ -94,38 +114,174 @@ public final class StdioServer: Sendable {
             case .done(let response):
                 if let response { output.enqueue(response) }
             case .needsTask:
-                inFlight.enter()
-                let router = self.dispatcher, output = self.output, group = self.inFlight
-                Task {
-                    if let response = await router.answer(call) { output.send(response) }
-                    group.leave()
-                }
+                let answer = pending.add(batch: false, slots: [nil], waiting: [.some(call.requestId)], output: output)
+                Task { answer.fill(0, with: await dispatcher.answer(call)) }
             }
         case .batch(let calls):
             let outcomes = calls.map { dispatcher.answerImmediately($0) }
-            if outcomes.allSatisfy({ if case .done = $0 { true } else { false } }) {
-                let responses = outcomes.compactMap { if case .done(let r) = $0 { r } else { nil } }
+            var slots = [JSONValue?](repeating: nil, count: calls.count)
+            var waiting = [JSONValue??](repeating: nil, count: calls.count)
+            var deferred: [Int] = []
+            for (index, outcome) in outcomes.enumerated() {
+                switch outcome {
+                case .done(let response): slots[index] = response
+                case .needsTask:
+                    deferred.append(index)
+                    waiting[index] = .some(calls[index].requestId)
+                }
+            }
+            if deferred.isEmpty {
+                let responses = slots.compactMap { $0 }
                 if !responses.isEmpty { output.enqueue(.array(responses)) }
                 return
             }
-            inFlight.enter()
-            let router = self.dispatcher, output = self.output, group = self.inFlight
-            Task {
-                let responses = await withTaskGroup(of: (Int, JSONValue?).self) { tasks in
-                    for (index, outcome) in outcomes.enumerated() {
-                        switch outcome {
-                        case .done(let response): tasks.addTask { (index, response) }
-                        case .needsTask: tasks.addTask { (index, await router.answer(calls[index])) }
-                        }
-                    }
-                    var collected = [JSONValue?](repeating: nil, count: calls.count)
-                    for await (index, response) in tasks { collected[index] = response }
-                    return collected.compactMap { $0 }
-                }
-                if !responses.isEmpty { output.send(.array(responses)) }
-                group.leave()
+            let answer = pending.add(batch: true, slots: slots, waiting: waiting, output: output)
+            for index in deferred {
+                let call = calls[index]
+                Task { answer.fill(index, with: await dispatcher.answer(call)) }
             }
         }
+    }
+}
+
+extension IncomingCall {
+    /// The id a response must carry (`nil`: a notification, which gets none).
+    var requestId: JSONValue? {
+        switch self {
+        case .request(let request): return request.id
+        case .invalid(let id, _): return id
+        }
+    }
+}
+
+/// The deferred work in flight: each request (or batch) whose answer a task is computing, so
+/// that shutdown can wait for them and answer what is left (see
+/// ``StdioServer/answerRemaining(with:)``).
+final class PendingAnswers: Sendable {
+    private struct State {
+        var entries: [Int: PendingAnswer] = [:]
+        var nextToken = 0
+    }
+    private let state = Mutex(State())
+    private let emptied = DispatchSemaphore(value: 0)
+
+    /// Registers one message's answer.
+    /// - Parameters:
+    ///   - batch: whether the message was a batch (its answer is an array).
+    ///   - slots: the responses known already, one per member (`nil`: none yet, or a notification).
+    ///   - waiting: per member, `nil` when it needs no task; otherwise the member's id
+    ///     (`.some(nil)` for a notification, which gets no answer).
+    ///   - output: where the answer is sent.
+    func add(batch: Bool, slots: [JSONValue?], waiting: [JSONValue??], output: OutputSink) -> PendingAnswer {
+        state.withLock { s in
+            s.nextToken += 1
+            let answer = PendingAnswer(token: s.nextToken, batch: batch, slots: slots, waiting: waiting, output: output) { [self] token in
+                remove(token)
+            }
+            s.entries[s.nextToken] = answer
+            return answer
+        }
+    }
+
+    private func remove(_ token: Int) {
+        let empty = state.withLock { s -> Bool in
+            s.entries[token] = nil
+            return s.entries.isEmpty
+        }
+        if empty { emptied.signal() }
+    }
+
+    func waitUntilEmpty(timeout: Double) -> Bool {
+        let deadline = monotonicSeconds() + timeout
+        while !state.withLock({ $0.entries.isEmpty }) {
+            let left = deadline - monotonicSeconds()
+            if left <= 0 { return false }
+            _ = emptied.wait(timeout: .now() + min(left, 0.05))
+        }
+        return true
+    }
+
+    func expireAll(with error: RPCError, output: OutputSink) -> Int {
+        let all = state.withLock { Array($0.entries.values) }
+        let count = all.reduce(0) { $0 + $1.expire(with: error) }
+        output.flush()
+        return count
+    }
+}
+
+/// The answer to one message that waits for deferred handlers: filled member by member, sent
+/// once, either when the last member is answered or when it is expired at shutdown. It is
+/// queued for output before it stops counting as in flight, so that nobody waiting for the
+/// in-flight work to end can exit before the answer is queued.
+final class PendingAnswer: Sendable {
+    private struct State {
+        var slots: [JSONValue?]
+        var waiting: [JSONValue??]
+        var remaining: Int
+        var done = false
+    }
+    private let token: Int
+    private let batch: Bool
+    private let state: Mutex<State>
+    private let output: OutputSink
+    private let onDone: @Sendable (Int) -> Void
+
+    init(token: Int, batch: Bool, slots: [JSONValue?], waiting: [JSONValue??], output: OutputSink,
+         onDone: @escaping @Sendable (Int) -> Void) {
+        self.token = token
+        self.batch = batch
+        self.output = output
+        state = Mutex(State(slots: slots, waiting: waiting, remaining: waiting.reduce(0) { $0 + ($1 == nil ? 0 : 1) }))
+        self.onDone = onDone
+    }
+
+    /// Records member `index`'s response; the last one sends the whole answer (nothing once
+    /// the answer was expired, nor for notifications only).
+    func fill(_ index: Int, with response: JSONValue?) {
+        let finished = state.withLock { s -> (Bool, JSONValue?) in
+            guard !s.done, s.waiting[index] != nil else { return (false, nil) }
+            s.waiting[index] = nil
+            s.slots[index] = response
+            s.remaining -= 1
+            guard s.remaining == 0 else { return (false, nil) }
+            s.done = true
+            return (true, message(s.slots))
+        }
+        guard finished.0 else { return }
+        if let message = finished.1 { output.send(message) }
+        onDone(token)
+    }
+
+    /// Ends the wait: every member still waiting that has an id gets `error`, and the answer
+    /// is queued (the caller flushes).
+    /// - Returns: how many members got `error` (0 when the answer was already sent).
+    func expire(with error: RPCError) -> Int {
+        let result = state.withLock { s -> (JSONValue?, Int)? in
+            guard !s.done else { return nil }
+            s.done = true
+            var expired = 0
+            for index in s.slots.indices {
+                guard let waitingId = s.waiting[index] else { continue }
+                s.waiting[index] = nil
+                if let id = waitingId {
+                    s.slots[index] = ResponseWriter.failure(id: id, error: error)
+                    expired += 1
+                }
+            }
+            return (message(s.slots), expired)
+        }
+        guard let (message, expired) = result else { return 0 }
+        if let message { output.enqueue(message) }
+        onDone(token)
+        return expired
+    }
+
+    private func message(_ slots: [JSONValue?]) -> JSONValue? {
+        if batch {
+            let responses = slots.compactMap { $0 }
+            return responses.isEmpty ? nil : .array(responses)
+        }
+        return slots[0]
     }
 }
 

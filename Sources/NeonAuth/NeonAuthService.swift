@@ -175,21 +175,36 @@ public struct NeonAuthService: Sendable {
     /// `openSession` — params `{"orgId", "apiKey"} | {"profile"} | {}`, plus `"replace"?`.
     /// - Returns: `{"userSessionId": string, "reused": bool}`.
     /// - Throws: `RPCError`: -32602, -32020...-32022, or -32001...-32005 when the login fails.
+    /// A profile whose key changes while its login is with NeonCRM is looked up once more and
+    /// opened with the key the file holds now; a second change in that time, or inline
+    /// credentials (which cannot be looked up again), get -32023.
     public func openSession(_ params: JSONValue?) async throws(RPCError) -> JSONValue {
         let p = try Params(params, allowed: Self.openSessionMembers)
-        let resolved = try resolve(p)
+        var resolved = try resolve(p)
         let replace = try p.optionalString("replace").map(Secret.init)
-        let key = SessionPool.Key(v1BaseURL: resolved.endpoints.v1BaseURL, credential: resolved.credential)
-        let who = "org \(resolved.credential.orgId)" + (resolved.profile.map { " (profile \($0))" } ?? "")
-        do {
-            let opened = try await pool.open(key, label: SessionPool.Label(profile: resolved.profile, environment: resolved.endpoints.environment),
-                                             replace: replace)
-            log?.debug("openSession: \(who): \(opened.reused ? "reused pooled session" : "new login")")
-            return ["userSessionId": .string(opened.userSessionId.exposedValue), "reused": .bool(opened.reused)]
-        } catch {
-            let rpcError = error.rpcError(timeout: settings.httpTimeout, redacting: resolved.credential)
-            log?.info("openSession: \(who): \(rpcError.message)")
-            throw rpcError
+        var attempt = 0
+        while true {
+            attempt += 1
+            let key = SessionPool.Key(v1BaseURL: resolved.endpoints.v1BaseURL, credential: resolved.credential)
+            let who = "org \(resolved.credential.orgId)" + (resolved.profile.map { " (profile \($0))" } ?? "")
+            do {
+                let opened = try await pool.open(key, label: SessionPool.Label(profile: resolved.profile, environment: resolved.endpoints.environment),
+                                                 replace: attempt == 1 ? replace : nil)
+                log?.debug("openSession: \(who): \(opened.reused ? "reused pooled session" : "new login")")
+                return ["userSessionId": .string(opened.userSessionId.exposedValue), "reused": .bool(opened.reused)]
+            } catch {
+                if error == .credentialsChanged, attempt == 1, resolved.profile != nil {
+                    let again = try resolve(p)
+                    if again.credential != resolved.credential {
+                        log?.info("openSession: \(who): the profile's key changed during the login: opening with the new key")
+                        resolved = again
+                        continue
+                    }
+                }
+                let rpcError = error.rpcError(timeout: settings.httpTimeout, redacting: resolved.credential)
+                log?.info("openSession: \(who): \(rpcError.message)")
+                throw rpcError
+            }
         }
     }
 

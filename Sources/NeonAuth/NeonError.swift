@@ -26,6 +26,9 @@ public enum NeonError: Error, Sendable, Equatable {
     case unexpectedResponse(reason: String, httpStatus: Int)
     /// The call was abandoned because neon-auth is shutting down.
     case cancelled
+    /// The login this call waited for was for an API key that the credentials file no longer
+    /// holds (it changed while NeonCRM was answering); that session was logged out.
+    case credentialsChanged
     /// neon-auth's HTTP plugin could not be loaded: NeonCRM was not contacted. Not retryable
     /// (the failure is remembered until restart).
     case httpPluginUnavailable(HTTPPluginFailure)
@@ -44,6 +47,9 @@ extension ErrorCode {
     public static let shuttingDown = ErrorCode(rawValue: -32005)
     /// -32006: neon-auth's HTTP plugin could not be loaded. `data`: `{"retryable": false, "searched": [path], "reason"}`.
     public static let httpPluginUnavailable = ErrorCode(rawValue: -32006)
+    /// -32023: the API key changed in the credentials file while this call waited for its login
+    /// (the session for the old key was logged out); retry. `data`: `{"retryable": true}`.
+    public static let credentialsChanged = ErrorCode(rawValue: -32023)
     /// -32010: the user session ID was not issued by this process or is no longer pooled.
     public static let unknownSession = ErrorCode(rawValue: -32010)
     /// -32011: `closeSession` without `logout` on a session that has no holder left.
@@ -95,6 +101,10 @@ extension NeonError {
                                    "reason": .string(reason)])
         case .cancelled:
             return RPCError(.shuttingDown, "neon-auth is shutting down", data: ["retryable": true])
+        case .credentialsChanged:
+            return RPCError(.credentialsChanged,
+                            "The API key changed in the credentials file while this request waited for NeonCRM's login; the session of the old key was logged out: retry",
+                            data: ["retryable": true])
         case .httpPluginUnavailable(let failure):
             return RPCError(.httpPluginUnavailable, failure.message,
                             data: ["retryable": false, "searched": .array(failure.searched.map(JSONValue.string)),

@@ -374,6 +374,9 @@ public enum OpenRPCDocument {
           "$ref": "#/components/errors/UnknownProfile"
         },
         {
+          "$ref": "#/components/errors/CredentialsChanged"
+        },
+        {
           "$ref": "#/components/errors/ParseError"
         },
         {
@@ -512,6 +515,9 @@ public enum OpenRPCDocument {
       "errors": [
         {
           "$ref": "#/components/errors/InvalidParams"
+        },
+        {
+          "$ref": "#/components/errors/ShuttingDown"
         },
         {
           "$ref": "#/components/errors/UnknownSession"
@@ -744,6 +750,9 @@ public enum OpenRPCDocument {
       "errors": [
         {
           "$ref": "#/components/errors/InvalidParams"
+        },
+        {
+          "$ref": "#/components/errors/ShuttingDown"
         },
         {
           "$ref": "#/components/errors/ParseError"
@@ -1067,7 +1076,7 @@ public enum OpenRPCDocument {
     {
       "name": "exit",
       "summary": "LSP compatibility: ends the process, as end of input does.",
-      "description": "A notification: neon-auth answers what is in flight, logs out every pooled session within --shutdown-timeout and exits with status 0. Sent as a request it gets no response either: the process exits first. Params, if any, are ignored.",
+      "description": "Usually a notification. neon-auth stops reading after this message (requests after it are not read), answers everything in flight, every other member of its batch included, logs out every pooled session within --shutdown-timeout and exits with status 0. Sent as a request it is answered null first. Params, if any, are ignored.",
       "tags": [
         {
           "$ref": "#/components/tags/lsp"
@@ -1076,10 +1085,9 @@ public enum OpenRPCDocument {
       "paramStructure": "by-name",
       "params": [],
       "x-params-ignored": true,
-      "x-notification": true,
       "result": {
         "name": "nothing",
-        "description": "Never sent: the process exits.",
+        "description": "null, when exit is sent as a request (a notification gets no response).",
         "schema": {
           "type": "null"
         }
@@ -1101,7 +1109,7 @@ public enum OpenRPCDocument {
       "examples": [
         {
           "name": "exit",
-          "description": "No response is ever written.",
+          "description": "As a request: answered null, then the process exits.",
           "params": [],
           "result": {
             "name": "result",
@@ -1364,7 +1372,7 @@ public enum OpenRPCDocument {
       },
       "ShuttingDown": {
         "code": -32005,
-        "message": "neon-auth is shutting down and abandoned the call. Retry with a new process.",
+        "message": "neon-auth is shutting down and did not finish the call: at exit every request still waiting (for at most the in-flight bound) gets this answer, in a batch alongside its other members' answers. Retry with a new process.",
         "data": {
           "description": "Retry hint.",
           "x-presence": "always",
@@ -1496,6 +1504,24 @@ public enum OpenRPCDocument {
                 "type": "string"
               },
               "description": "The profile names in the credentials file, sorted."
+            }
+          }
+        }
+      },
+      "CredentialsChanged": {
+        "code": -32023,
+        "message": "The API key changed in the credentials file while this request waited for NeonCRM's login, and the profile could not be opened with the new key in that time (or the request gave orgId and apiKey inline). The session NeonCRM issued for the old key was logged out. Retry.",
+        "data": {
+          "description": "Retry hint.",
+          "x-presence": "always",
+          "type": "object",
+          "required": [
+            "retryable"
+          ],
+          "additionalProperties": false,
+          "properties": {
+            "retryable": {
+              "const": true
             }
           }
         }

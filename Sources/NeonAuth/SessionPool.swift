@@ -37,6 +37,12 @@ public enum SessionPoolError: Error, Sendable, Equatable {
 /// - Logins are retried on transient failures (unreachable, timeout, HTTP 5xx/429, v1 errors 1
 ///   and 2) with capped exponential backoff and full jitter, within `loginDeadline`. A rejected
 ///   credential is remembered for `rejectionTTL` seconds and fails fast meanwhile.
+/// - A login is never cancelled once sent: NeonCRM may complete it anyway. One that completes
+///   after nobody wants its session (its key was evicted, or the pool is shutting down) is
+///   logged out at once. Every session NeonCRM issued is accounted for: logged out, or still
+///   outstanding (pooled, being logged out, or its logout failed); see ``accounting``.
+/// - Time is read from `clock`, by default `CLOCK_BOOTTIME` (``bootTimeSeconds()``), which
+///   counts suspend: NeonCRM's idle window runs on while the machine sleeps.
 ///
 /// The hand-out state (which session is current per key, every known session, holders, last use)
 /// lives behind one lock, so that ``openPooled(_:)`` and ``releasePooled(_:)`` can serve the
@@ -91,6 +97,23 @@ public actor SessionPool {
         public var reused: Bool
     }
 
+    /// What became of every session NeonCRM issued to this pool, for the exit summary.
+    public struct Accounting: Sendable, Equatable {
+        /// Sessions NeonCRM issued (successful logins).
+        public var obtained = 0
+        /// Sessions logged out at NeonCRM (successful logouts).
+        public var loggedOut = 0
+        /// The org ID of each session that is neither logged out nor pooled (its logout failed,
+        /// or is still waiting for NeonCRM's answer), sorted. After ``shutdown(deadline:)``
+        /// nothing is pooled: `obtained == loggedOut + abandoned.count`.
+        public var abandoned: [String] = []
+        /// How many of `abandoned` are logouts still waiting for NeonCRM's answer.
+        public var loggingOut = 0
+        /// The org ID of each login still waiting for NeonCRM's answer, sorted: if NeonCRM
+        /// completes one, that session expires on its own after NeonCRM's idle window.
+        public var unanswered: [String] = []
+    }
+
     /// Counters since start-up.
     public struct Counters: Sendable, Equatable {
         public var logins = 0, loginFailures = 0, loginRetries = 0, reuses = 0, replaces = 0, logouts = 0, logoutFailures = 0
@@ -140,6 +163,14 @@ public actor SessionPool {
     }
     private let ledger = Mutex(Ledger())
     private var flights: [Key: Flight] = [:]
+    /// Every login task not yet finished, by token (flights, and logins whose key was evicted).
+    private var runningLogins: [Int: (key: Key, task: Task<Secret, any Error>)] = [:]
+    /// Tokens of running logins whose key was evicted: their session is logged out on arrival.
+    private var retiredLogins: Set<Int> = []
+    /// Every session NeonCRM issued that has not been logged out successfully.
+    private var outstanding: [Secret: Key] = [:]
+    /// Sessions whose logout is under way.
+    private var loggingOut: Set<Secret> = []
     private var rejected: [Key: (until: Double, errors: [NeonV1Error])] = [:]
     private var nextToken = 0
     private var sweeper: Task<Void, Never>?
@@ -155,8 +186,8 @@ public actor SessionPool {
     /// - Parameters:
     ///   - backend: performs logins and logouts.
     ///   - policy: timing policy.
-    ///   - clock: monotonic seconds; injected by tests.
-    public init(backend: any SessionBackend, policy: Policy, clock: @escaping @Sendable () -> Double = monotonicSeconds) {
+    ///   - clock: seconds that count suspend (``bootTimeSeconds()``); injected by tests.
+    public init(backend: any SessionBackend, policy: Policy, clock: @escaping @Sendable () -> Double = bootTimeSeconds) {
         self.backend = backend
         self.policy = policy
         self.clock = clock
@@ -282,7 +313,7 @@ public actor SessionPool {
         let token = nextToken
         let task = Task<Secret, any Error> {
             do throws(NeonError) {
-                let id = try await self.loginWithRetries(key)
+                let id = try await self.loginWithRetries(key, token: token)
                 try self.install(id, for: key, label: label, token: token)
                 return id
             } catch {
@@ -292,13 +323,22 @@ public actor SessionPool {
         }
         let flight = Flight(token: token, task: task)
         flights[key] = flight
+        runningLogins[token] = (key, task)
         return flight
+    }
+
+    /// Whether the login `token` should stop: shutdown, or its key was evicted.
+    private func loginAbandoned(_ token: Int) -> NeonError? {
+        if retiredLogins.contains(token) { return .credentialsChanged }
+        if isShuttingDown { return .cancelled }
+        return nil
     }
 
     private var isShuttingDown: Bool { ledger.withLock { $0.shuttingDown } }
 
-    /// One login, retried on transient failures within the login deadline.
-    private func loginWithRetries(_ key: Key) async throws(NeonError) -> Secret {
+    /// One login, retried on transient failures within the login deadline (not after shutdown
+    /// began or its key was evicted). Never cancelled while a request is with NeonCRM.
+    private func loginWithRetries(_ key: Key, token: Int) async throws(NeonError) -> Secret {
         let deadline = clock() + policy.loginDeadline
         var attempt = 0
         var lastError: NeonError? = nil
@@ -309,20 +349,32 @@ public actor SessionPool {
                 return try await backend.login(key, timeout: remaining)
             } catch {
                 lastError = error
-                guard error.isTransient, !isShuttingDown, !Task.isCancelled else { throw error }
+                guard error.isTransient else { throw error }
+                if let stop = loginAbandoned(token) { throw stop }
                 let ceiling = min(policy.maxBackoff, policy.baseBackoff * Double(1 << min(attempt, 20)))
                 let delay = Double.random(in: 0...ceiling)
                 guard clock() + delay < deadline else { throw error }
                 attempt += 1
                 tallies.loginRetries += 1
-                try? await Task.sleep(nanoseconds: UInt64(delay * 1e9))
-                if Task.isCancelled { throw .cancelled }
+                // In slices, so that a shutdown or an eviction ends the wait soon.
+                let wake = monotonicSeconds() + delay
+                while case let left = wake - monotonicSeconds(), left > 0 {
+                    try? await Task.sleep(nanoseconds: UInt64(min(0.05, left) * 1e9))
+                    if let stop = loginAbandoned(token) { throw stop }
+                }
             }
         }
     }
 
     private func install(_ id: Secret, for key: Key, label: Label, token: Int) throws(NeonError) {
         tallies.logins += 1
+        outstanding[id] = key
+        runningLogins[token] = nil
+        if retiredLogins.remove(token) != nil {
+            // Its key was evicted while NeonCRM was logging it in: nobody may use it.
+            logOutInBackground(id, key: key)
+            throw .credentialsChanged
+        }
         if flights[key]?.token == token { flights[key] = nil }
         let installed = ledger.withLock { l in
             if l.shuttingDown { return false }
@@ -341,8 +393,10 @@ public actor SessionPool {
     }
 
     private func flightFailed(for key: Key, token: Int, error: NeonError) {
+        runningLogins[token] = nil
+        retiredLogins.remove(token)
         if flights[key]?.token == token { flights[key] = nil }
-        if error == .cancelled { return }
+        if error == .cancelled || error == .credentialsChanged { return }
         tallies.loginFailures += 1
         if case .credentialsRejected(let errors, _) = error, policy.rejectionTTL > 0 {
             rejected[key] = (clock() + policy.rejectionTTL, errors)
@@ -373,11 +427,16 @@ public actor SessionPool {
         }
     }
 
+    /// Logs `id` out at NeonCRM (once: a second call while one is under way does nothing).
+    /// - Returns: whether NeonCRM confirmed the logout.
     @discardableResult
     private func performLogout(_ id: Secret, key: Key) async -> Bool {
+        guard loggingOut.insert(id).inserted else { return false }
+        defer { loggingOut.remove(id) }
         do {
             try await backend.logout(key, sessionId: id)
             tallies.logouts += 1
+            outstanding[id] = nil
             return true
         } catch {
             tallies.logoutFailures += 1
@@ -422,7 +481,9 @@ public actor SessionPool {
     }
 
     /// Logs out, at once and whoever holds them, every session of these credentials (their
-    /// key changed or vanished from the credentials file).
+    /// key changed or vanished from the credentials file). A login still running for one of
+    /// them is not cancelled (NeonCRM may complete it anyway): its session is logged out when
+    /// it arrives, and its waiters get ``NeonError/credentialsChanged``.
     /// - Returns: how many sessions were dropped.
     @discardableResult
     public func evict(_ credentials: Set<Credential>) -> Int {
@@ -431,7 +492,10 @@ public actor SessionPool {
             for record in doomed { discard(record, in: &l) }
             return doomed.count
         }
-        for key in flights.keys where credentials.contains(key.credential) { flights[key]?.task.cancel() }
+        for (key, flight) in flights where credentials.contains(key.credential) {
+            retiredLogins.insert(flight.token)
+            flights[key] = nil
+        }
         return dropped
     }
 
@@ -471,10 +535,13 @@ public actor SessionPool {
         }
     }
 
-    /// Stops handing out sessions and logs out every session the pool knows, in parallel.
-    /// - Parameter deadline: seconds allowed for all logouts together.
-    /// - Returns: how many were logged out and how many were abandoned (failed or unfinished).
-    public func shutdown(deadline: Double) async -> (loggedOut: Int, abandoned: Int) {
+    /// Stops handing out sessions and logs out every session the pool knows, in parallel;
+    /// logins still running are waited for (not cancelled: NeonCRM may complete them) and their
+    /// sessions logged out as they arrive.
+    /// - Parameter deadline: seconds allowed for all of it; whatever is unfinished then is
+    ///   reported, not waited for.
+    /// - Returns: what became of every session NeonCRM issued to this pool.
+    public func shutdown(deadline: Double) async -> Accounting {
         let all = ledger.withLock { l in
             l.shuttingDown = true
             defer {
@@ -484,47 +551,25 @@ public actor SessionPool {
             return Array(l.records.values)
         }
         sweeper?.cancel()
-        for flight in flights.values { flight.task.cancel() }
-        let pending = Array(backgroundLogouts.values)
-        if all.isEmpty && pending.isEmpty { return (0, 0) }
-        let backend = self.backend
-        enum Outcome: Sendable { case loggedOut(Bool), pendingDone, deadline }
-        var loggedOut = 0, finished = 0
-        await withTaskGroup(of: Outcome.self) { group in
-            for record in all {
-                let id = record.id, key = record.key
-                group.addTask {
-                    do throws(NeonError) {
-                        try await backend.logout(key, sessionId: id)
-                        return .loggedOut(true)
-                    } catch {
-                        return .loggedOut(false)
-                    }
-                }
-            }
-            for task in pending { group.addTask { await task.value; return .pendingDone } }
-            group.addTask {
-                try? await Task.sleep(nanoseconds: UInt64(deadline * 1e9))
-                return .deadline
-            }
-            let expected = all.count + pending.count
-            collect: for await outcome in group {
-                switch outcome {
-                case .deadline:
-                    break collect
-                case .pendingDone:
-                    finished += 1
-                case .loggedOut(let ok):
-                    finished += 1
-                    if ok { loggedOut += 1 }
-                }
-                if finished == expected { break collect }
-            }
-            group.cancelAll()
+        for record in all { logOutInBackground(record.id, key: record.key) }
+        let end = monotonicSeconds() + deadline
+        while !(runningLogins.isEmpty && backgroundLogouts.isEmpty) && monotonicSeconds() < end {
+            try? await Task.sleep(nanoseconds: 5_000_000)
         }
-        tallies.logouts += loggedOut
-        tallies.logoutFailures += all.count - loggedOut
-        return (loggedOut, all.count - loggedOut)
+        return accounting
+    }
+
+    /// What became of every session NeonCRM issued so far (see ``Accounting``).
+    public var accounting: Accounting {
+        var result = Accounting()
+        result.obtained = tallies.logins
+        result.loggedOut = tallies.logouts
+        result.loggingOut = loggingOut.count
+        let pooled = ledger.withLock { Set($0.records.keys) }
+        result.abandoned = outstanding.filter { !pooled.contains($0.key) }
+            .map(\.value.credential.orgId).sorted()
+        result.unanswered = runningLogins.values.map(\.key.credential.orgId).sorted()
+        return result
     }
 
     /// A view of one session without secrets, for `status` and tests.
@@ -558,7 +603,7 @@ extension NeonError {
     var isTransient: Bool {
         switch self {
         case .unavailable, .timedOut: return true
-        case .credentialsRejected, .unexpectedResponse, .cancelled, .httpPluginUnavailable: return false
+        case .credentialsRejected, .unexpectedResponse, .cancelled, .credentialsChanged, .httpPluginUnavailable: return false
         }
     }
 }

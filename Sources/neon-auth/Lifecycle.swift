@@ -7,14 +7,45 @@ import JSONRPC
 import NeonAuth
 
 /// The one graceful way out: answer what is in flight, log out pooled sessions within a
-/// deadline, exit. Entered from end of input, a closed stdout, SIGTERM or SIGINT; a second
-/// signal exits at once.
+/// deadline, exit. Entered from end of input, LSP `exit`, a closed or failing stdout, SIGTERM,
+/// SIGINT or SIGHUP; a second signal exits at once.
 final class Lifecycle: @unchecked Sendable {
-    enum Reason: String {
-        case endOfInput = "end of input"
-        case outputClosed = "stdout closed"
-        case signal = "signal"
+    enum Reason: Equatable {
+        case endOfInput
+        /// LSP `exit` (a request or a notification).
+        case exitRequested
+        /// The reader of stdout went away (`EPIPE`): a normal end.
+        case outputClosed
+        /// Writing stdout failed otherwise (`ENOSPC`, `EIO`...): exit status ``Lifecycle/writeErrorStatus``.
+        case outputFailed(Int32)
+        case signal(Int32)
+
+        var text: String {
+            switch self {
+            case .endOfInput: return "end of input"
+            case .exitRequested: return "exit"
+            case .outputClosed: return "stdout closed"
+            case .outputFailed(let error): return "cannot write to stdout: \(String(cString: strerror(error)))"
+            case .signal(let signo): return Lifecycle.signalName(signo)
+            }
+        }
+
+        /// Whether answers can still be written.
+        var outputUsable: Bool {
+            switch self {
+            case .outputClosed, .outputFailed: return false
+            default: return true
+            }
+        }
     }
+
+    /// The exit status after a write error on stdout other than a reader that went away
+    /// (`EX_IOERR` of sysexits.h).
+    static let writeErrorStatus: Int32 = 74
+    /// A repeat of the first signal within this many seconds of it is the same user action (a
+    /// launcher that forwards signals to its process group delivers them twice), not the
+    /// second signal that exits at once.
+    static let repeatWindow = 0.25
 
     private let pool: SessionPool
     private let log: Logger
@@ -41,56 +72,80 @@ final class Lifecycle: @unchecked Sendable {
         return ignored ? [SIGTERM, SIGINT] : [SIGTERM, SIGINT, SIGHUP]
     }
 
+    static func signalName(_ signo: Int32) -> String {
+        switch signo {
+        case SIGTERM: return "SIGTERM"
+        case SIGINT: return "SIGINT"
+        case SIGHUP: return "SIGHUP"
+        default: return "signal \(signo)"
+        }
+    }
+
     /// Takes the graceful signals on a thread of their own, with `sigwait` (the main thread
     /// blocked them before any thread was created, so no other thread receives them): the first
     /// starts the graceful shutdown (or, when one is already under way, e.g. after end of input,
     /// lets it finish), a second signal exits at once with status 1.
     /// - Parameter signals: ``gracefulSignals()``, blocked in every thread.
-    /// A hang-up is often delivered twice (by the shell and by the kernel), so SIGHUP never
-    /// counts as the second signal.
+    /// Not a second signal: SIGHUP (a hang-up is often delivered twice, by the shell and by the
+    /// kernel), and a repeat of the first signal within ``repeatWindow`` of it.
     func installSignalHandlers(_ signals: [Int32]) {
         DetachedThread.start { [self] in
             var set = sigset_t()
             sigemptyset(&set)
             for signo in signals { sigaddset(&set, signo) }
-            var received = 0
+            var first: (signo: Int32, at: Double)? = nil
             while true {
                 var signo: Int32 = 0
                 guard sigwait(&set, &signo) == 0 else { continue }
-                if signo != SIGHUP || received == 0 { received += 1 }
-                if received > 1 {
-                    log.warn("second signal: exiting at once")
-                    _exit(1)
-                }
-                if started.load(ordering: .acquiring) {
-                    log.info("signal: already shutting down; a second signal exits at once")
+                let now = monotonicSeconds()
+                guard let earlier = first else {
+                    first = (signo, now)
+                    if started.load(ordering: .acquiring) {
+                        log.info("\(Self.signalName(signo)): already shutting down; a second signal exits at once")
+                        continue
+                    }
+                    let received = signo
+                    DetachedThread.start { self.shutdown(.signal(received), inFlightLimit: min(self.inFlightTimeout, 3)) }
                     continue
                 }
-                DetachedThread.start { self.shutdown(.signal, inFlightLimit: min(self.inFlightTimeout, 3)) }
+                if signo == SIGHUP || (signo == earlier.signo && now - earlier.at < Self.repeatWindow) {
+                    log.info("\(Self.signalName(signo)) again: taken as the same request to stop")
+                    continue
+                }
+                log.warn("second signal (\(Self.signalName(signo))): exiting at once, without logging out")
+                _exit(1)
             }
         }
     }
 
-    /// Shuts down and exits the process; only the first call does anything.
+    /// Shuts down and exits the process; only the first call does anything (later callers
+    /// block for good, leaving the exit to the first).
+    ///
+    /// 1. While stdout can take answers: waits for requests in flight (at most `inFlightLimit`,
+    ///    default the in-flight timeout), then answers every one still waiting with -32005, so
+    ///    that each request with an id gets exactly one response.
+    /// 2. Logs out every pooled session, and every session of a login still running as it
+    ///    arrives, within `--shutdown-timeout`, while the answers drain.
+    /// 3. Logs the accounting and exits: 0, or ``writeErrorStatus`` after a write error.
     func shutdown(_ reason: Reason, inFlightLimit: Double? = nil) {
         guard started.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
-            // Another thread is shutting down; the reader thread just waits for it.
             while true { pause() }
         }
-        log.info("shutting down (\(reason.rawValue))")
-        if reason != .outputClosed, let server {
+        log.info("shutting down (\(reason.text))")
+        if reason.outputUsable, let server {
             if !server.waitForInFlight(timeout: inFlightLimit ?? inFlightTimeout) {
-                log.warn("shutting down with requests still in flight")
+                let expired = server.answerRemaining(with: NeonError.cancelled.rpcError(timeout: 0))
+                log.warn("shutting down with \(expired) request(s) still in flight: answered -32005")
             }
         }
         // Log out pooled sessions while the remaining responses drain to a possibly slow reader.
         let done = DispatchSemaphore(value: 0)
-        let result = Mutex<(Int, Int)>((0, 0))
+        let result = Mutex<SessionPool.Accounting?>(nil)
         let pool = self.pool, deadline = shutdownTimeout
         if pool.beginShutdown() {
             Task.detached {
-                let r = await pool.shutdown(deadline: deadline)
-                result.withLock { $0 = r }
+                let accounting = await pool.shutdown(deadline: deadline)
+                result.withLock { $0 = accounting }
                 done.signal()
             }
         } else {
@@ -98,25 +153,40 @@ final class Lifecycle: @unchecked Sendable {
         }
         // End of input waits for a slow reader as long as it keeps reading; a signal asks to
         // stop, so its wait is bounded.
-        if let output, !output.drain(stallTimeout: 10, limit: reason == .signal ? max(3, shutdownTimeout) : nil) {
-            log.warn("stdout is not taking the remaining responses: exiting with some unwritten")
+        if reason.outputUsable, let output {
+            var bounded = false
+            if case .signal = reason { bounded = true }
+            if !output.drain(stallTimeout: 10, limit: bounded ? max(3, shutdownTimeout) : nil) {
+                log.warn("stdout is not taking the remaining responses: exiting with some unwritten")
+            }
         }
         if done.wait(timeout: .now() + shutdownTimeout + 1) == .timedOut {
             log.warn("logout at exit did not finish in time")
         }
-        // Requests still in flight were cancelled by the pool's shutdown: their answers
-        // (-32005) come now; write them too.
-        if reason != .outputClosed, let server, let output {
-            _ = server.waitForInFlight(timeout: 1)
-            _ = output.drain(stallTimeout: 2, limit: 3)
-        }
-        let (loggedOut, abandoned) = result.withLock { $0 }
-        if loggedOut + abandoned > 0 || log.enabled(.info) {
-            let level: LogLevel = abandoned > 0 ? .warn : .info
-            log.log(level, "exit: \(loggedOut) session(s) logged out, \(abandoned) abandoned")
+        if let accounting = result.withLock({ $0 }) {
+            report(accounting)
+        } else if log.enabled(.info) {
+            log.info("exit: no session was obtained from NeonCRM")
         }
         if log.dropped > 0 { log.warn("\(log.dropped) log line(s) were dropped because stderr was not being read") }
+        // A write error at any point, not only the one that started the shutdown, fails the run.
+        if let failure = output?.failure, !OutputSink.isReaderGone(failure) {
+            log.error("\(Reason.outputFailed(failure).text): some responses were lost (exit status \(Self.writeErrorStatus))")
+            exit(Self.writeErrorStatus)
+        }
         exit(0)
     }
-}
 
+    /// The exit summary: its figures are NeonCRM's (sessions obtained = logged out + abandoned),
+    /// and each session left behind is named by org ID.
+    private func report(_ a: SessionPool.Accounting) {
+        let abandoned = a.abandoned.count
+        var line = "exit: \(a.obtained) session(s) obtained from NeonCRM, \(a.loggedOut) logged out, \(abandoned) abandoned"
+        if !a.abandoned.isEmpty { line += " (orgs: \(a.abandoned.joined(separator: ", ")))" }
+        if a.loggingOut > 0 { line += "; \(a.loggingOut) logout(s) unanswered at the deadline" }
+        if !a.unanswered.isEmpty {
+            line += "; \(a.unanswered.count) login(s) still unanswered (orgs: \(a.unanswered.joined(separator: ", "))): if NeonCRM completes one, that session expires after its idle window"
+        }
+        log.log(abandoned + a.unanswered.count > 0 ? .warn : .info, line)
+    }
+}

@@ -77,9 +77,12 @@ let service = NeonAuthService(settings: ServiceSettings(configuration), pool: po
                               counters: counters, log: log)
 let lifecycle = Lifecycle(pool: pool, log: log, shutdownTimeout: configuration.shutdownTimeout,
                           inFlightTimeout: configuration.httpTimeout + 1)
-let output = OutputSink(fd: protocolFD) { DetachedThread.start { lifecycle.shutdown(.outputClosed) } }
+let output = OutputSink(fd: protocolFD) { error in
+    DetachedThread.start { lifecycle.shutdown(OutputSink.isReaderGone(error) ? .outputClosed : .outputFailed(error)) }
+}
+// `exit` (LSP) is answered like any request, then ends the process as end of input does.
 let handlers = service.handlers.merging(
-    LSPCompatibility.handlers(name: "neon-auth", version: Configuration.version) { lifecycle.shutdown(.endOfInput) }
+    LSPCompatibility.handlers(name: "neon-auth", version: Configuration.version) { lifecycle.server?.requestStop() }
 ) { ours, _ in ours }
 let dispatcher = Dispatcher(handlers: handlers, fastPaths: service.fastPaths) { method, error in
     counters.record(method: method, error: error)
@@ -92,4 +95,7 @@ lifecycle.installSignalHandlers(gracefulSignals)
 log.info("ready: v1 \(configuration.v1BaseURL), v2 \(configuration.v2BaseURL), NEON-API-VERSION \(configuration.apiVersion)")
 
 server.run()
-lifecycle.shutdown(.endOfInput)
+if let error = output.failure {
+    lifecycle.shutdown(OutputSink.isReaderGone(error) ? .outputClosed : .outputFailed(error))
+}
+lifecycle.shutdown(server.stopWasRequested ? .exitRequested : .endOfInput)

@@ -94,7 +94,7 @@ struct LeakTests {
         // Connection refused, a refused credentials file, and SIGTERM, in a second process.
         let other = try NeonAuthProcess(arguments: ["--v1-base-url", "http://127.0.0.1:9/api", "--credentials", refused, "--log-level", "debug"])
         other.send(open(1))
-        _ = try other.response()
+        _ = try other.response(timeout: 30)  // refused connections are retried for --http-timeout (10 s)
         other.send(#"{"jsonrpc":"2.0","id":2,"method":"sign"}"#)
         _ = try other.response()
         kill(other.process.processIdentifier, SIGTERM)

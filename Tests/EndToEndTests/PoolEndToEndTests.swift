@@ -40,7 +40,8 @@ struct PoolEndToEndTests {
         #expect(neon.waitForExit(timeout: 10) == 0)
         let elapsed = Date().timeIntervalSince(start)
         #expect(elapsed < 3, "three hanging logouts run in parallel within the 1 s deadline")
-        #expect(neon.stderr.text.contains("0 session(s) logged out, 3 abandoned"))
+        #expect(neon.stderr.text.contains("exit: 3 session(s) obtained from NeonCRM, 0 logged out, 3 abandoned (orgs: a, b, c); 3 logout(s) unanswered"),
+                "\(neon.stderr.text)")
         try fake.control("release", body: "{}")
     }
 

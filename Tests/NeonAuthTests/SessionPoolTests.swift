@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import JSONRPC
 import Testing
 @testable import NeonAuth
 
@@ -91,6 +95,36 @@ struct SessionPoolTests {
         #expect(backend.loggedOut == [first.userSessionId.exposedValue])
     }
 
+    @Test("a suspend longer than the idle window (the boot-time clock jumps): neither path hands out the dropped session")
+    func suspendPastTheWindow() async throws {
+        var policy = SessionPool.Policy()
+        policy.refreshAhead = 120
+        policy.rejectionTTL = 10
+        let pool = SessionPool(backend: backend, policy: policy, clock: clock.function)
+        let first = try await pool.open(acme)
+        #expect(pool.releasePooled(first.userSessionId))
+        #expect(pool.openPooled(acme) == first.userSessionId)
+        #expect(pool.releasePooled(first.userSessionId))
+        clock.advance(45 * 60)  // the laptop slept for 45 minutes
+        #expect(pool.openPooled(acme) == nil, "the fast path must not hand out a session NeonCRM dropped")
+        let after = try await pool.open(acme)
+        #expect(after.reused == false && after.userSessionId != first.userSessionId)
+        #expect(backend.logins == 2)
+        await waitForLogouts(1)
+        #expect(backend.loggedOut == [first.userSessionId.exposedValue])
+    }
+
+    @Test("the pool's default clock counts suspend: bootTimeSeconds reads CLOCK_BOOTTIME")
+    func bootTimeClock() {
+        var boot = timespec(), mono = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &mono)
+        let ours = bootTimeSeconds()
+        clock_gettime(CLOCK_BOOTTIME, &boot)
+        let direct = Double(boot.tv_sec) + Double(boot.tv_nsec) / 1e9
+        #expect(ours <= direct && direct - ours < 0.5)
+        #expect(ours >= Double(mono.tv_sec) + Double(mono.tv_nsec) / 1e9 - 0.001, "boot time never runs behind monotonic time")
+    }
+
     @Test("a stale session that is still held is logged out when its last holder releases it")
     func staleButHeld() async throws {
         let pool = makePool(idle: 100, margin: 10)
@@ -171,7 +205,7 @@ struct SessionPoolTests {
         let b = try await pool.open(other)
         _ = try await pool.close(b.userSessionId, logout: false)
         let result = await pool.shutdown(deadline: 2)
-        #expect(result.loggedOut == 2 && result.abandoned == 0)
+        #expect(result.loggedOut == 2 && result.abandoned.isEmpty && result.obtained == 2)
         #expect(Set(backend.loggedOut).count == 2)
         await #expect(throws: NeonError.cancelled) { try await pool.open(acme) }
     }

@@ -263,8 +263,15 @@ class Contract:
                 return ["an empty array was answered (nothing at all is expected instead)"]
             problems = []
             calls = [c for c in request if isinstance(c, dict)]
+            # Index the members by id so that a large batch is checked in linear time.
+            by_id: dict[Any, list[dict]] = {}
+            for call in calls:
+                if "id" in call:
+                    by_id.setdefault(_id_key(call["id"]), []).append(call)
             for item in response:
-                problems += self._match_and_check(calls, item)
+                rid = item.get("id", _MISSING) if isinstance(item, dict) else _MISSING
+                near = by_id.get(_id_key(rid), []) if rid is not _MISSING and rid is not None else calls
+                problems += self._match_and_check(near, item)
             return problems
         if isinstance(request, list):
             # Only an empty batch gets a single response (-32600).
@@ -320,6 +327,17 @@ class Contract:
 
 
 _MISSING = object()
+
+
+def _id_key(value: Any) -> Any:
+    """A hashable key under which ids that _same_id() calls equal fall together."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, (int, float)):
+        return ("number", value)
+    if isinstance(value, str):
+        return ("string", value)
+    return ("other", repr(value))
 
 
 def _same_id(a: Any, b: Any) -> bool:

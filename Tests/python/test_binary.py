@@ -141,7 +141,9 @@ def test_hangup_delivered_twice_is_still_graceful(binary, fake, isolated_env):
         proc.send_signal(sig.SIGHUP)
         proc.send_signal(sig.SIGHUP)
 
-    proc = _open_session_then(binary, fake, isolated_env, None, twice)
+    # The test relies on SIGHUP's default disposition: under `nohup` the runner would pass it
+    # on ignored, which neon-auth rightly keeps.
+    proc = _open_session_then(binary, fake, isolated_env, lambda: sig.signal(sig.SIGHUP, sig.SIG_DFL), twice)
     try:
         assert wait_exit(proc, 10) == 0
         assert fake.server.state.stats()["logouts"].get(ORG) == 1

@@ -24,9 +24,10 @@ TRANSPORT = {-32700, -32600, -32601, -32603}
 CREDENTIAL_SOURCES = {-32020, -32021, -32022}
 EXPECTED_ERRORS = {
     "sign": TRANSPORT | {-32602} | CREDENTIAL_SOURCES,
-    "openSession": TRANSPORT | {-32602, -32001, -32002, -32003, -32004, -32005, -32006} | CREDENTIAL_SOURCES,
-    "closeSession": TRANSPORT | {-32602, -32010, -32011},
-    "status": TRANSPORT | {-32602},
+    "openSession": TRANSPORT | {-32602, -32001, -32002, -32003, -32004, -32005, -32006, -32023} | CREDENTIAL_SOURCES,
+    # -32005: every request still waiting at the exit deadline gets it.
+    "closeSession": TRANSPORT | {-32602, -32005, -32010, -32011},
+    "status": TRANSPORT | {-32602, -32005},
     "rpc.discover": TRANSPORT | {-32602},
     "initialize": TRANSPORT,
     "initialized": TRANSPORT,
@@ -237,6 +238,9 @@ ERROR_DATA_SAMPLES = [
     (-32021, {"path": "/home/u/.config/neon-auth/credentials.json", "reason": "mode 644"}, True),
     (-32021, {"path": "/x"}, False),
     (-32022, {"profiles": ["sandbox"]}, True),
+    (-32023, {"retryable": True}, True),
+    (-32023, {"retryable": False}, False),
+    (-32023, None, False),
     (-32010, {}, False),
     (-32011, None, False),
 ]
