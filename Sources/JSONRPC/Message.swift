@@ -46,7 +46,12 @@ public enum MessageReader {
         do {
             value = try JSONReader.parse(bytes)
         } catch {
-            let reason = UTF8Validation.isValid(bytes) ? "Parse error: \(error.reason)" : "Parse error: invalid UTF-8"
+            var reason = UTF8Validation.isValid(bytes) ? "Parse error: \(error.reason)" : "Parse error: invalid UTF-8"
+            // A word typed at a terminal (`help`, `sign`): say what a request looks like.
+            if let first = bytes.first(where: { $0 != 0x20 && $0 != 0x09 }),
+               (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(first | 0x20) {
+                reason += #" (requests are JSON-RPC 2.0 objects, one per line, e.g. {"jsonrpc":"2.0","id":1,"method":"sign"}; see neon-auth --help)"#
+            }
             return .failure(RPCError(.parseError, reason))
         }
         switch value {

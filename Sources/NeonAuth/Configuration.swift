@@ -10,6 +10,9 @@ public struct Configuration: Sendable, Equatable {
     /// Base URLs of the default environment (flags may point them elsewhere, e.g. a test fake).
     public var v1BaseURL = NeonEnvironment.production.v1BaseURL
     public var v2BaseURL = NeonEnvironment.production.v2BaseURL
+    /// Whether a base URL was given by flag or environment: then both base URLs hold for every
+    /// profile, whatever its `environment` says (a test set-up never reaches NeonCRM's hosts).
+    public var explicitBaseURLs = false
     /// `--credentials PATH`, if given.
     public var credentialsPath: String?
     public var apiVersion = NeonAPIVersion.pinned
@@ -61,7 +64,7 @@ public struct Configuration: Sendable, Equatable {
         ("--api-version", "NEON_AUTH_API_VERSION", "2.N", "NEON-API-VERSION sent by default (default: \(NeonAPIVersion.pinned))"),
         ("--idle-timeout", "NEON_AUTH_IDLE_TIMEOUT", "SECONDS", "NeonCRM's session idle window (default: 1800)"),
         ("--idle-margin", "NEON_AUTH_IDLE_MARGIN", "SECONDS", "stop handing out a session this long before its idle window ends (default: 60)"),
-        ("--credentials", "NEON_AUTH_CREDENTIALS", "PATH", "credentials file (default: $XDG_CONFIG_HOME or ~/.config, /neon-auth/credentials.json)"),
+        ("--credentials", "NEON_AUTH_CREDENTIALS", "PATH", "credentials file (default: $XDG_CONFIG_HOME/neon-auth/credentials.json, else ~/.config/neon-auth/credentials.json)"),
         ("--http-timeout", "NEON_AUTH_HTTP_TIMEOUT", "SECONDS", "total deadline of one login, retries included (default: 10)"),
         ("--connect-timeout", "NEON_AUTH_CONNECT_TIMEOUT", "SECONDS", "give up one HTTP attempt after this long without progress (default: 5)"),
         ("--refresh-ahead", "NEON_AUTH_REFRESH_AHEAD", "SECONDS", "start a background login this long before a session goes stale (default: 120, at most a quarter of the window)"),
@@ -78,10 +81,24 @@ public struct Configuration: Sendable, Equatable {
 
         Usage: neon-auth [OPTIONS]
 
-        Reads newline-delimited JSON-RPC 2.0 requests on stdin and writes one response per line
-        on stdout. Methods: sign, openSession, closeSession, status, rpc.discover (the
-        OpenRPC description of all of them). Logs go to stderr. On end of input
-        it answers what is in flight, logs out pooled sessions and exits 0.
+        Reads JSON-RPC 2.0 requests on stdin, one per line (or LSP Content-Length framing),
+        and writes one response per line on stdout; logs go to stderr. Methods:
+          sign           the Authorization and NEON-API-VERSION headers for NeonCRM API v2
+          openSession    an API v1 user session ID from the pool; closeSession releases it
+          status         the pool and counters (nothing secret)
+          rpc.discover   the OpenRPC description of all of them
+        At end of input it answers what is in flight, logs out pooled sessions and exits 0.
+
+        Credentials (never on the command line: argv is visible to every user in ps):
+          "orgId" and "apiKey" in the request's params; or "profile": "NAME" from the
+          credentials file; or neither: profile "default", which NEON_ORG_ID and NEON_API_KEY
+          define when both are set (else the file's "default" profile). The file (mode 600):
+            {"profiles": {"NAME": {"orgId": "...", "apiKey": "...",
+                                   "environment": "trial", "apiVersion": "2.N"}}}
+          ("environment" and "apiVersion" are optional).
+
+        Example, with NEON_ORG_ID and NEON_API_KEY exported:
+          echo '{"jsonrpc":"2.0","id":1,"method":"sign"}' | neon-auth
 
         Options (each also read from the environment variable shown; flags win):
 
@@ -120,7 +137,7 @@ public struct Configuration: Sendable, Equatable {
             } else if let inline {
                 values[flag] = inline
             } else {
-                guard index < arguments.count else { throw ConfigurationError("\(flag) needs a value \(option.value!)") }
+                guard index < arguments.count else { throw ConfigurationError("\(flag) needs a value (\(option.value!))") }
                 values[flag] = arguments[index]
                 index += 1
             }
@@ -142,8 +159,14 @@ public struct Configuration: Sendable, Equatable {
             default: throw ConfigurationError("\(source): expected 1, true, yes or on (or 0, false, no, off)")
             }
         }
-        if let (raw, source) = value("--v1-base-url") { config.v1BaseURL = try BaseURLPolicy.validate(raw, name: source) }
-        if let (raw, source) = value("--v2-base-url") { config.v2BaseURL = try BaseURLPolicy.validate(raw, name: source) }
+        if let (raw, source) = value("--v1-base-url") {
+            config.v1BaseURL = try BaseURLPolicy.validate(raw, name: source)
+            config.explicitBaseURLs = true
+        }
+        if let (raw, source) = value("--v2-base-url") {
+            config.v2BaseURL = try BaseURLPolicy.validate(raw, name: source)
+            config.explicitBaseURLs = true
+        }
         if let (raw, source) = value("--api-version") {
             guard NeonAPIVersion.isWellFormed(raw) else { throw ConfigurationError("\(source): expected 2.N, e.g. \(NeonAPIVersion.pinned)") }
             config.apiVersion = raw

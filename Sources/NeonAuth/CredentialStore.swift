@@ -59,13 +59,16 @@ public final class CredentialStore: Sendable {
     ///   - onKeysRetired: called (on the looking-up thread) with credentials that a reload removed.
     public init(flagPath: String?, environment: [String: String], onKeysRetired: @escaping @Sendable ([Credential]) -> Void = { _ in }) {
         if let flagPath {
-            (path, pathSource) = (flagPath, "--credentials")
+            (path, pathSource) = (UserHome.absolute(flagPath), "--credentials")
         } else if let env = environment["NEON_AUTH_CREDENTIALS"], !env.isEmpty {
-            (path, pathSource) = (env, "NEON_AUTH_CREDENTIALS")
+            (path, pathSource) = (UserHome.absolute(env), "NEON_AUTH_CREDENTIALS")
         } else if let xdg = environment["XDG_CONFIG_HOME"], xdg.hasPrefix("/") {
             (path, pathSource) = (xdg + "/neon-auth/credentials.json", "$XDG_CONFIG_HOME")
+        } else if let home = UserHome.directory(environment: environment) {
+            (path, pathSource) = (home + "/.config/neon-auth/credentials.json", "~/.config")
         } else {
-            (path, pathSource) = ((environment["HOME"] ?? "~") + "/.config/neon-auth/credentials.json", "~/.config")
+            // No home directory at all: there is no default file (a relative path is never used).
+            (path, pathSource) = ("", "no home directory")
         }
         let org = environment["NEON_ORG_ID"] ?? "", key = environment["NEON_API_KEY"] ?? ""
         if org.isEmpty || key.isEmpty {
@@ -98,7 +101,13 @@ public final class CredentialStore: Sendable {
     public func profile(named name: String) throws(RPCError) -> Profile {
         if name == "default", let environmentDefault { return environmentDefault }
         if name == "default", let environmentDefaultError { throw environmentDefaultError }
-        switch loadIfChanged() {
+        switch path.isEmpty ? .missing : loadIfChanged() {
+        case .missing where path.isEmpty:
+            let what = name == "default" ? "for profile 'default'" : "for that profile"
+            let note = environmentNote.map { " (\($0))" } ?? ""
+            throw RPCError(.noCredentials,
+                           "No credentials \(what): looked in NEON_ORG_ID/NEON_API_KEY\(note); no credentials file: HOME is not an absolute path and the password database has no home directory for uid \(geteuid()) (set --credentials or NEON_AUTH_CREDENTIALS)",
+                           data: ["searched": ["environment: NEON_ORG_ID, NEON_API_KEY"]])
         case .missing:
             let what = name == "default" ? "for profile 'default'" : "for that profile"
             let note = environmentNote.map { " (\($0))" } ?? ""
@@ -165,6 +174,9 @@ public final class CredentialStore: Sendable {
                  data: ["path": .string(path), "reason": .string(reason)])
     }
 
+    /// The members a profile may have.
+    static let profileMembers: Set<String> = ["orgId", "apiKey", "environment", "apiVersion"]
+
     private func read(info: stat) -> Result<[String: Profile], RPCError> {
         if info.st_uid != geteuid() {
             return .failure(refuse("it is owned by another user (uid \(info.st_uid))", fix: "chown it to the user running neon-auth"))
@@ -190,13 +202,39 @@ public final class CredentialStore: Sendable {
         guard let document = try? JSONReader.parse(bytes) else {
             return .failure(refuse("it is not valid JSON", fix: #"write {"profiles": {"NAME": {"orgId": ..., "apiKey": ...}}}"#))
         }
+        guard case .object(let top) = document else {
+            return .failure(refuse("it is not a JSON object", fix: #"write {"profiles": {"NAME": {"orgId": ..., "apiKey": ...}}}"#))
+        }
+        // Strict, as requests are: a misspelt member would otherwise be ignored silently (member
+        // and profile names are not secret; values are never quoted).
+        if let unknown = top.members.first(where: { $0.key != "profiles" }) {
+            return .failure(refuse("unknown top-level member '\(Params.printable(unknown.key))' (only \"profiles\" is allowed)",
+                                   fix: "remove or rename it"))
+        }
+        if top.members.count > 1 { return .failure(refuse("\"profiles\" appears twice", fix: "merge them into one")) }
         guard case .object(let profilesObject)? = document["profiles"] else {
             return .failure(refuse("it has no \"profiles\" object", fix: #"write {"profiles": {"NAME": {"orgId": ..., "apiKey": ...}}}"#))
         }
         var profiles: [String: Profile] = [:]
         for (name, entry) in profilesObject.members {
             let shown = Params.printable(name)
-            guard case .object = entry, case .string(let org)? = entry["orgId"], case .string(let key)? = entry["apiKey"] else {
+            if profiles[name] != nil {
+                return .failure(refuse("profile '\(shown)' is defined twice", fix: "keep one of them"))
+            }
+            guard case .object(let members) = entry else {
+                return .failure(refuse("profile '\(shown)' is not an object", fix: "fix that profile"))
+            }
+            var seen: Set<String> = []
+            for member in members.members {
+                guard Self.profileMembers.contains(member.key) else {
+                    return .failure(refuse("profile '\(shown)' has an unknown member '\(Params.printable(member.key))' (allowed: orgId, apiKey, environment, apiVersion)",
+                                           fix: "fix its spelling or remove it"))
+                }
+                guard seen.insert(member.key).inserted else {
+                    return .failure(refuse("profile '\(shown)' has '\(member.key)' twice", fix: "keep one of them"))
+                }
+            }
+            guard case .string(let org)? = entry["orgId"], case .string(let key)? = entry["apiKey"] else {
                 return .failure(refuse("profile '\(shown)' needs string orgId and apiKey", fix: "fix that profile"))
             }
             let credential: Credential
@@ -223,6 +261,32 @@ public final class CredentialStore: Sendable {
             profiles[name] = Profile(name: name, credential: credential, environment: environment, apiVersion: apiVersion)
         }
         return .success(profiles)
+    }
+}
+
+/// The user's home directory, for default paths.
+public enum UserHome {
+    /// `HOME` when it is an absolute path; else the password database's home directory of the
+    /// effective uid (`getpwuid_r`), when that is absolute; else `nil`. A relative or empty
+    /// `HOME` (a service manager's, `env -i`'s) is never used.
+    public static func directory(environment: [String: String]) -> String? {
+        if let home = environment["HOME"], home.hasPrefix("/") { return home }
+        var entry = passwd()
+        var found: UnsafeMutablePointer<passwd>? = nil
+        var buffer = [CChar](repeating: 0, count: 16 * 1024)
+        let status = getpwuid_r(geteuid(), &entry, &buffer, buffer.count, &found)
+        guard status == 0, found != nil, let dir = entry.pw_dir else { return nil }
+        let home = String(cString: dir)
+        return home.hasPrefix("/") ? home : nil
+    }
+
+    /// `path` made absolute against the working directory at start-up (so that a relative
+    /// `--credentials` keeps naming the same file whatever the process's directory later is).
+    public static func absolute(_ path: String) -> String {
+        guard !path.hasPrefix("/"), let cwd = getcwd(nil, 0) else { return path }
+        defer { free(cwd) }
+        let directory = String(cString: cwd)
+        return directory.hasSuffix("/") ? directory + path : directory + "/" + path
     }
 }
 

@@ -27,12 +27,16 @@ public struct ServiceSettings: Sendable {
     public var apiVersion: String
     /// Total deadline of one login, seconds (quoted in timeout errors).
     public var httpTimeout: Double
+    /// Base URLs given by flag or environment: `defaultEndpoints` serve every profile.
+    public var pinnedEndpoints: Bool
 
-    public init(defaultEnvironment: NeonEnvironment = .production, defaultEndpoints: Endpoints, apiVersion: String, httpTimeout: Double) {
+    public init(defaultEnvironment: NeonEnvironment = .production, defaultEndpoints: Endpoints, apiVersion: String, httpTimeout: Double,
+                pinnedEndpoints: Bool = false) {
         self.defaultEnvironment = defaultEnvironment
         self.defaultEndpoints = defaultEndpoints
         self.apiVersion = apiVersion
         self.httpTimeout = httpTimeout
+        self.pinnedEndpoints = pinnedEndpoints
     }
 
     /// Settings for the given configuration.
@@ -42,12 +46,15 @@ public struct ServiceSettings: Sendable {
         self.init(defaultEnvironment: env,
                   defaultEndpoints: Endpoints(v1BaseURL: configuration.v1BaseURL, v2BaseURL: configuration.v2BaseURL,
                                               environment: custom ? "custom" : env.rawValue),
-                  apiVersion: configuration.apiVersion, httpTimeout: configuration.httpTimeout)
+                  apiVersion: configuration.apiVersion, httpTimeout: configuration.httpTimeout,
+                  pinnedEndpoints: configuration.explicitBaseURLs)
     }
 
-    /// The endpoints for a profile's environment (`nil`: the default environment).
+    /// The endpoints for a profile's environment (`nil`: the default environment). When base
+    /// URLs were given explicitly they serve every profile: no request and no `baseUrl` goes to
+    /// NeonCRM's own hosts because a profile says `production` or `trial`.
     public func endpoints(for environment: NeonEnvironment?) -> Endpoints {
-        guard let environment, environment != defaultEnvironment else { return defaultEndpoints }
+        guard !pinnedEndpoints, let environment, environment != defaultEnvironment else { return defaultEndpoints }
         return Endpoints(v1BaseURL: environment.v1BaseURL, v2BaseURL: environment.v2BaseURL, environment: environment.rawValue)
     }
 }

@@ -37,7 +37,10 @@ public enum NeonAPIVersion {
     public static func isWellFormed(_ version: String) -> Bool {
         let bytes = version.utf8
         guard bytes.count > 2, bytes.count <= 8, bytes.starts(with: [UInt8(ascii: "2"), UInt8(ascii: ".")]) else { return false }
-        return bytes.dropFirst(2).allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+        let minor = bytes.dropFirst(2)
+        // NeonCRM's versions have no leading zeros: 2.011 is not 2.11.
+        if minor.count > 1 && minor.first == UInt8(ascii: "0") { return false }
+        return minor.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
     }
 }
 
@@ -45,7 +48,7 @@ public enum NeonAPIVersion {
 ///
 /// Base URLs are checked against a deliberately narrow grammar rather than a general URL
 /// parser: `http[s]://host[:port][/path]`, where host is a DNS name or IPv4 address
-/// (`A-Z a-z 0-9 - .`) or a bracketed IPv6 literal, port is 1 to 65535, and path holds only
+/// (`A-Z a-z 0-9 - .`), port is 1 to 65535, and path holds only
 /// RFC 3986 path characters (unreserved, sub-delimiters, `:`, `@`, `/`, `%XX`). Anything a
 /// general parser might read differently from the HTTP client (user info, a query, a fragment,
 /// backslashes, spaces, non-ASCII, percent-encoding in the host) is refused, so the host
@@ -130,7 +133,7 @@ public enum BaseURLPolicy {
             }
             guard !host.isEmpty else { throw fail("is not an absolute URL (no host)") }
             guard host.allSatisfy({ isAlphanumeric($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") }) else {
-                throw fail("has a host neon-auth does not accept (letters, digits, '-' and '.' only, or a bracketed IPv6 address)")
+                throw fail("has a host neon-auth does not accept (a DNS name or IPv4 address: letters, digits, '-' and '.' only; IPv6 address literals are not supported)")
             }
         }
         var port: Int? = nil

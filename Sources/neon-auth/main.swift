@@ -92,6 +92,11 @@ let server = StdioServer(inputFD: 0, output: output, dispatcher: dispatcher,
 lifecycle.server = server
 lifecycle.output = output
 lifecycle.installSignalHandlers(gracefulSignals)
+if isatty(0) == 1 {
+    // A person at a terminal: say what to type and how to end (stderr only; stdout stays protocol).
+    let hint = #"neon-auth: reading JSON-RPC 2.0 requests, one per line, e.g. {"jsonrpc":"2.0","id":1,"method":"sign"}; Ctrl-D ends, --help explains"# + "\n"
+    _ = hint.utf8CString.withUnsafeBytes { write(2, $0.baseAddress, $0.count - 1) }
+}
 log.info("ready: v1 \(configuration.v1BaseURL), v2 \(configuration.v2BaseURL), NEON-API-VERSION \(configuration.apiVersion)")
 
 server.run()

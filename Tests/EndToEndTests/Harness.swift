@@ -107,12 +107,17 @@ final class NeonAuthProcess {
     ///   - collectOutput: read stdout and stderr in the background (off: the test reads or
     ///     ignores them itself, e.g. to play a slow or absent reader).
     ///   - executable: the binary to run (default: ``neonAuthBinary()``).
-    init(arguments: [String], environment: [String: String] = [:], collectOutput: Bool = true, executable: String? = nil) throws {
+    ///   - unset: environment variables removed from what the process inherits (e.g. `HOME`).
+    ///   - directory: the working directory (default: the test's).
+    init(arguments: [String], environment: [String: String] = [:], unset: [String] = [], directory: String? = nil,
+         collectOutput: Bool = true, executable: String? = nil) throws {
         process.executableURL = URL(fileURLWithPath: try executable ?? neonAuthBinary())
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("NEON_") }
         env.merge(environment) { $1 }
+        for name in unset { env[name] = nil }
         process.environment = env
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
         process.standardInput = stdin
         process.standardOutput = stdoutPipe
         process.standardError = stderrPipe

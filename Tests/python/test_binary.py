@@ -162,3 +162,30 @@ def test_nohup_is_respected(binary, fake, isolated_env):
         assert fake.server.state.stats()["logouts"].get(ORG) == 1
     finally:
         reap(proc)
+
+
+def test_terminal_gets_one_hint(binary, isolated_env):
+    """A person who starts neon-auth on a terminal is told what to type and how to end."""
+    import pty
+    leader, follower = pty.openpty()
+    full_env = dict(os.environ)
+    full_env.update(isolated_env)
+    proc = subprocess.Popen([str(binary)], stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env)
+    os.close(follower)
+    try:
+        os.write(leader, b'{"jsonrpc":"2.0","id":1,"method":"rpc.discover"}\n\x04')
+        out, err = proc.communicate(timeout=10)
+    finally:
+        os.close(leader)
+        reap(proc)
+    assert proc.returncode == 0
+    hint = err.decode()
+    assert hint.count("\n") == 1 and "one per line" in hint and "Ctrl-D" in hint, hint
+    assert json.loads(out.splitlines()[0])["id"] == 1, "stdout stays protocol only"
+
+
+def test_no_hint_when_stdin_is_not_a_terminal(binary, isolated_env):
+    full_env = dict(os.environ)
+    full_env.update(isolated_env)
+    done = subprocess.run([str(binary)], input=b"", capture_output=True, env=full_env, timeout=10)
+    assert done.returncode == 0 and done.stderr == b""
