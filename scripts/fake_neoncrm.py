@@ -1165,7 +1165,28 @@ class _Stop(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Fake NeonCRM authentication API for tests.")
+    modes = "\n".join(f"  {kind:7} {', '.join(sorted(MODES[kind]))}" for kind in KINDS)
+    epilog = f"""fault modes, per kind of request (POST /_control/mode):
+{modes}
+  e.g. {{"login": "hang"}}, {{"login": {{"mode": "http500", "count": 2}}}}, {{"loginDelay": 0.5}};
+  fields: KIND (a mode, or {{"mode", "count", "delay"}}), count, delay, loginDelay, logoutDelay,
+  dataDelay, v2Delay, errorShape, apiVersions, v2MaxConcurrent, sessionIdStyle
+
+control API (under /_control/; POST bodies are JSON objects):
+  GET  stats            counters by org ID (logins, logouts, activeSessions, loginsByKey, ...)
+  GET  mode             the current fault modes
+  GET  accounts         org IDs and key fingerprints (never keys)
+  POST reset            clear counters, sessions and modes; keep accounts
+  POST accounts         {{"orgId", "apiKey", "replace"?: bool}}: add (or replace) an account
+  POST accounts/remove  {{"orgId", "apiKey"?}}: remove an account and revoke its sessions
+  POST mode             set fault modes (above)
+  POST expire           {{"orgId"?}}: end sessions as NeonCRM's idle timeout would
+  POST idle-timeout     {{"seconds"}}: NeonCRM's idle window
+  POST advance          {{"seconds"}}: move the fake's clock forward
+  POST release          wake every request held by a hang mode
+"""
+    parser = argparse.ArgumentParser(description="Fake NeonCRM authentication API for tests.", epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
     parser.add_argument("--port", type=int, default=0, help="0 = ephemeral")
     parser.add_argument("--account", action="append", default=[], metavar="ORG:KEY",

@@ -135,6 +135,11 @@ public final class StdioServer: Sendable {
                 if !responses.isEmpty { output.enqueue(.array(responses)) }
                 return
             }
+            // One unstructured task per deferred member, never a task group: Swift's runtime keeps
+            // a group's children in a singly linked list and unlinks each finished child by
+            // walking it from the oldest, and the N waiters of one login finish newest first, so
+            // a group made a batch of N openSession cost O(N^2) (20,000: 4.2 s; 40,000 ran past
+            // the end-of-input bound and the answer was lost). The last member sends the answer.
             let answer = pending.add(batch: true, slots: slots, waiting: waiting, output: output)
             for index in deferred {
                 let call = calls[index]

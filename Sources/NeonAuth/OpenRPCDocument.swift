@@ -20,7 +20,7 @@ public enum OpenRPCDocument {
     ],
     "framingSelection": "content-length (LSP style: header lines, a blank line, then Content-Length bytes) when the stream, after an optional UTF-8 BOM, starts with a Content-Length: or Content-Type: header; newline-delimited (one message per line, LF or CRLF; blank lines skipped) otherwise. Chosen once per process; responses use the same framing.",
     "encoding": "UTF-8; a BOM at the start of the stream is skipped; invalid UTF-8 gets -32700",
-    "jsonrpc": "2.0",
+    "jsonrpcVersion": "2.0",
     "batches": true,
     "batchResponse": "one array in request order, without entries for notifications; a batch of only notifications gets no output; an empty batch gets -32600",
     "notifications": true,

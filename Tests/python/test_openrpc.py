@@ -66,7 +66,7 @@ def test_transport_extension(contract: Contract):
     assert x["framing"] == ["newline-delimited", "content-length"]
     assert x["batches"] is True and x["notifications"] is True
     assert x["responseOrder"] == "any; match by id"
-    assert x["jsonrpc"] == "2.0" and x["paramStructure"] == "by-name"
+    assert x["jsonrpcVersion"] == "2.0" and x["paramStructure"] == "by-name"
     assert x["maxMessageBytes"]["default"] == 1048576
     assert set(x["conventions"]) >= {"errorData", "x-params-constraints", "x-params-ignored"}
 
