@@ -4,24 +4,24 @@ import PackageDescription
 let package = Package(
     name: "neon-auth",
     products: [
+        // The stdio JSON-RPC service and one-shot commands: signs locally, links no Foundation.
         .executable(name: "neon-auth", targets: ["neon-auth"]),
-        // libNeonAuthHTTP.so, loaded by neon-auth with dlopen() on the first API v1 call.
-        .library(name: "NeonAuthHTTP", type: .dynamic, targets: ["NeonAuthHTTP"]),
+        // The session pool and all HTTP, shared per user over a Unix socket (or private).
+        .executable(name: "neon-auth-agent", targets: ["neon-auth-agent"]),
     ],
     targets: [
         // The JSON-RPC 2.0 transport: JSON reader/writer, framing, dispatch.
         .target(name: "JSONRPC", dependencies: ["CNeonSystem"]),
-        // NeonCRM knowledge: signing, API v1 login/logout, the session pool, the methods.
-        .target(name: "NeonAuth", dependencies: ["JSONRPC", "CNeonHTTP"]),
-        // The system calls Swift cannot make directly (prctl and ioctl are variadic).
+        // NeonCRM knowledge: signing, credentials, API v1 login/logout, the session pool, the
+        // methods, the agent's protocol (client and service). No Foundation.
+        .target(name: "NeonAuth", dependencies: ["JSONRPC", "CNeonSystem"]),
+        // The system calls Swift cannot make directly (prctl and ioctl are variadic; SO_PEERCRED,
+        // sockaddr_un, and fork/exec between which only async-signal-safe calls may run).
         .target(name: "CNeonSystem"),
-        // The C ABI between neon-auth and its HTTP plugin (one header, shared by both sides).
-        .target(name: "CNeonHTTP"),
-        // The HTTP plugin: URLSession (Foundation, FoundationNetworking, libcurl) kept out of
-        // the executable so that only API v1 calls pay for loading it.
-        .target(name: "NeonAuthHTTP", dependencies: ["CNeonHTTP"]),
-        // Thin executable wiring both to stdin/stdout.
+        // The HTTP client over URLSession (Foundation, FoundationNetworking, libcurl): the agent's only.
+        .target(name: "NeonAuthHTTP", dependencies: ["NeonAuth"]),
         .executableTarget(name: "neon-auth", dependencies: ["JSONRPC", "NeonAuth", "CNeonSystem"]),
+        .executableTarget(name: "neon-auth-agent", dependencies: ["JSONRPC", "NeonAuth", "NeonAuthHTTP", "CNeonSystem"]),
         .testTarget(name: "JSONRPCTests", dependencies: ["JSONRPC"]),
         .testTarget(name: "NeonAuthTests", dependencies: ["NeonAuth", "JSONRPC"]),
         .testTarget(name: "EndToEndTests", dependencies: ["JSONRPC"]),

@@ -4,6 +4,10 @@ public enum MethodHandler: Sendable {
     case immediate(@Sendable (JSONValue?) throws -> JSONValue)
     /// Runs concurrently as a task: for methods that may wait (network, locks held by others).
     case deferred(@Sendable (JSONValue?) async throws -> JSONValue)
+    /// Started at once on the reading thread, in the order requests arrive (so that a client's
+    /// pipelined requests reach what serves them in order), answering later through `reply`,
+    /// exactly once, from any thread. The body must not block.
+    case started(@Sendable (_ params: JSONValue?, _ reply: @escaping @Sendable (Result<JSONValue, any Error>) -> Void) -> Void)
 }
 
 /// Routes requests to method handlers and turns their outcome into response objects.
@@ -68,20 +72,39 @@ public final class Dispatcher: Sendable {
             switch handler {
             case .immediate(let body):
                 return .done(finish(request, Result { try body(request.params) }))
-            case .deferred:
+            case .deferred, .started:
                 return .needsTask
             }
         }
+    }
+
+    /// Answers a call that ``answerImmediately(_:)`` left (`.needsTask`): a `.started` handler is
+    /// started here, on the calling thread; a `.deferred` one in a new task.
+    /// - Parameter reply: receives the response (`nil` for a notification), exactly once.
+    public func start(_ call: IncomingCall, reply: @escaping @Sendable (JSONValue?) -> Void) {
+        guard case .request(let request) = call, case .started(let body)? = handlers[request.method] else {
+            Task { reply(await answer(call)) }
+            return
+        }
+        body(request.params) { [self] result in reply(finish(request, result)) }
     }
 
     /// Answers a call, running a deferred handler to completion.
     /// - Returns: the response object, or `nil` for a notification.
     public func answer(_ call: IncomingCall) async -> JSONValue? {
         if case .done(let response) = answerImmediately(call) { return response }
-        guard case .request(let request) = call, case .deferred(let body)? = handlers[request.method] else { return nil }
-        let result: Result<JSONValue, Error>
-        do { result = .success(try await body(request.params)) } catch { result = .failure(error) }
-        return finish(request, result)
+        guard case .request(let request) = call else { return nil }
+        switch handlers[request.method] {
+        case .deferred(let body)?:
+            let result: Result<JSONValue, Error>
+            do { result = .success(try await body(request.params)) } catch { result = .failure(error) }
+            return finish(request, result)
+        case .started(let body)?:
+            let result = await withCheckedContinuation { continuation in body(request.params) { continuation.resume(returning: $0) } }
+            return finish(request, result)
+        default:
+            return nil
+        }
     }
 
     private func finish(_ request: Request, _ result: Result<JSONValue, Error>) -> JSONValue? {

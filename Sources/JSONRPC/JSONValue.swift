@@ -25,6 +25,12 @@ public enum JSONValue: Sendable, Equatable {
         return nil
     }
 
+    /// The number's lexeme, or `nil` when this is not a number.
+    public var numberValue: String? {
+        if case .number(let n) = self { return n }
+        return nil
+    }
+
     /// The boolean payload, or `nil` when this is not a boolean.
     public var boolValue: Bool? {
         if case .bool(let b) = self { return b }

@@ -34,14 +34,17 @@ public final class Logger: Sendable {
     /// The most verbose level that is written.
     public let level: LogLevel
     private let fd: Int32
+    private let program: String
     private let droppedLines = Mutex(0)
 
     /// - Parameters:
     ///   - level: lines above this level are skipped.
     ///   - fd: the descriptor to write to (2 for stderr).
-    public init(level: LogLevel, fd: Int32 = 2) {
+    ///   - program: the name each line starts with.
+    public init(level: LogLevel, fd: Int32 = 2, program: String = "neon-auth") {
         self.level = level
         self.fd = fd
+        self.program = program
     }
 
     /// Lines dropped so far because the descriptor would have blocked.
@@ -50,10 +53,10 @@ public final class Logger: Sendable {
     /// Whether lines at `level` are written (use it to skip building costly messages).
     public func enabled(_ level: LogLevel) -> Bool { level <= self.level }
 
-    /// Writes `neon-auth: LEVEL: message` as one line if `level` is enabled.
+    /// Writes `PROGRAM: LEVEL: message` as one line if `level` is enabled.
     public func log(_ level: LogLevel, _ message: @autoclosure () -> String) {
         guard enabled(level) else { return }
-        var line = Array("neon-auth: \(level.name): ".utf8)
+        var line = Array("\(program): \(level.name): ".utf8)
         line.append(contentsOf: message().utf8.map { $0 == 0x0A || $0 == 0x0D ? 0x20 : $0 })
         line.append(0x0A)
         droppedLines.withLock { dropped in

@@ -27,6 +27,8 @@ public final class OutputSink: Sendable {
         var broken = false
         /// The `errno` of the write that failed, once one has.
         var failure: Int32? = nil
+        /// ``close()`` was called: the writer thread ends once the queue is empty.
+        var closed = false
         /// Bytes written so far (drain watches it for progress).
         var written = 0
         /// Monotonic seconds at which the last write completed (at first: when the sink was
@@ -133,7 +135,7 @@ public final class OutputSink: Sendable {
             if first { onBroken(failure) }
         }
         let wakeWriter = state.withLock { state -> Bool in
-            guard state.writerSleeping, !state.pending.isEmpty, !state.directWriting else { return false }
+            guard state.writerSleeping, !state.pending.isEmpty || state.closed, !state.directWriting else { return false }
             state.writerSleeping = false
             return true
         }
@@ -194,20 +196,31 @@ public final class OutputSink: Sendable {
         return true
     }
 
+    /// Ends the writer thread once everything queued is written (or the output broke); for
+    /// sinks that live shorter than the process (one per agent connection). The descriptor is
+    /// not closed: it is the caller's.
+    public func close() {
+        state.withLock { $0.closed = true }
+        wake.signal()
+    }
+
     private func writerLoop() {
         var chunk: [UInt8] = []
         while true {
-            let hasWork = state.withLock { state -> Bool in
+            enum Step { case write, sleep, end }
+            let step = state.withLock { state -> Step in
                 if state.pending.isEmpty || state.broken || state.directWriting {
                     state.writing = false
+                    if state.closed && (state.pending.isEmpty || state.broken) { return .end }
                     state.writerSleeping = true
-                    return false
+                    return .sleep
                 }
                 state.writing = true
                 swap(&chunk, &state.pending)
-                return true
+                return .write
             }
-            guard hasWork else {
+            if step == .end { return }
+            guard step == .write else {
                 wake.wait()
                 continue
             }

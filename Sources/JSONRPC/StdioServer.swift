@@ -115,7 +115,7 @@ public final class StdioServer: Sendable {
                 if let response { output.enqueue(response) }
             case .needsTask:
                 let answer = pending.add(batch: false, slots: [nil], waiting: [.some(call.requestId)], output: output)
-                Task { answer.fill(0, with: await dispatcher.answer(call)) }
+                dispatcher.start(call) { answer.fill(0, with: $0) }
             }
         case .batch(let calls):
             let outcomes = calls.map { dispatcher.answerImmediately($0) }
@@ -135,15 +135,14 @@ public final class StdioServer: Sendable {
                 if !responses.isEmpty { output.enqueue(.array(responses)) }
                 return
             }
-            // One unstructured task per deferred member, never a task group: Swift's runtime keeps
+            // One start (a task, for a deferred handler) per member, never a task group: Swift's runtime keeps
             // a group's children in a singly linked list and unlinks each finished child by
             // walking it from the oldest, and the N waiters of one login finish newest first, so
             // a group made a batch of N openSession cost O(N^2) (20,000: 4.2 s; 40,000 ran past
             // the end-of-input bound and the answer was lost). The last member sends the answer.
             let answer = pending.add(batch: true, slots: slots, waiting: waiting, output: output)
             for index in deferred {
-                let call = calls[index]
-                Task { answer.fill(index, with: await dispatcher.answer(call)) }
+                dispatcher.start(calls[index]) { answer.fill(index, with: $0) }
             }
         }
     }

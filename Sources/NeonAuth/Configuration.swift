@@ -31,6 +31,12 @@ public struct Configuration: Sendable, Equatable {
     /// Seconds allowed for logging out every session at exit.
     public var shutdownTimeout: Double = 3
     public var logLevel: LogLevel = .warn
+    /// Which agent holds this process's sessions: the per-user shared one, or a private one.
+    public var agentMode: AgentMode = .shared
+    /// Seconds with no session and no connection after which a shared agent exits.
+    public var agentIdleExit: Double = AgentSettings.defaultIdleExit
+    /// What an agent this process starts is started with.
+    public var agentSettings: AgentSettings { AgentSettings(configuration: self, idleExit: agentIdleExit) }
     /// The longest request line accepted, bytes.
     public var maxMessageBytes = 1 << 20
 
@@ -71,6 +77,8 @@ public struct Configuration: Sendable, Equatable {
         ("--rejection-cache", "NEON_AUTH_REJECTION_CACHE", "SECONDS", "fail fast this long after NeonCRM rejected a credential (default: 10; 0 = off)"),
         ("--shutdown-timeout", "NEON_AUTH_SHUTDOWN_TIMEOUT", "SECONDS", "time allowed to log out every session at exit (default: 3)"),
         ("--log-level", "NEON_AUTH_LOG_LEVEL", "LEVEL", "error, warn, info or debug (default: warn); logs go to stderr"),
+        ("--agent", "NEON_AUTH_AGENT", "shared|private", "the per-user agent shared by every neon-auth (default), or one of this process's own"),
+        ("--agent-idle-exit", "NEON_AUTH_AGENT_IDLE_EXIT", "SECONDS", "a shared agent exits after this long with no session and no connection (default: 60)"),
         ("--max-message-bytes", "NEON_AUTH_MAX_MESSAGE_BYTES", "BYTES", "longest request accepted, 1024 to 1073741824 (default: 1048576)"),
     ]
 
@@ -110,6 +118,11 @@ public struct Configuration: Sendable, Equatable {
         }
         text += "  --help                      show this help\n  --version                   show the version\n"
         return text
+    }
+
+    /// Whether `flag` (without an inline `=value`) takes a value as the next argument.
+    public static func takesValue(_ flag: String) -> Bool {
+        options.contains { $0.flag == flag && $0.value != nil }
     }
 
     /// Parses the command line and environment.
@@ -202,6 +215,11 @@ public struct Configuration: Sendable, Equatable {
             guard let level = LogLevel(name: raw) else { throw ConfigurationError("\(source): expected error, warn, info or debug") }
             config.logLevel = level
         }
+        if let (raw, source) = value("--agent") {
+            guard let mode = AgentMode(rawValue: raw) else { throw ConfigurationError("\(source): expected shared or private") }
+            config.agentMode = mode
+        }
+        if let s = try seconds("--agent-idle-exit", allowZero: true) { config.agentIdleExit = s }
         if let (raw, source) = value("--max-message-bytes") {
             guard let n = Int(raw), n >= 1024, n <= 1 << 30 else {
                 throw ConfigurationError("\(source): expected a number of bytes from 1024 to 1073741824")

@@ -16,33 +16,6 @@ public enum HTTPFailure: Error, Sendable, Equatable {
     case unreachable
     /// The exchange was cancelled (shutdown).
     case cancelled
-    /// neon-auth's HTTP plugin could not be loaded, so no request was sent.
-    case pluginUnavailable(HTTPPluginFailure)
-}
-
-/// Why neon-auth's HTTP plugin (`libNeonAuthHTTP.so`) cannot be used. Holds file paths and
-/// the dynamic loader's message only: never a credential.
-public struct HTTPPluginFailure: Error, Sendable, Equatable {
-    /// The plugin paths considered, in search order, up to the one that failed.
-    public var searched: [String]
-    /// What went wrong, as a phrase completing "the HTTP plugin libNeonAuthHTTP.so ..."
-    /// (e.g. `was not found`).
-    public var reason: String
-
-    /// - Parameters:
-    ///   - searched: the paths considered, in order.
-    ///   - reason: what went wrong, completing "the HTTP plugin libNeonAuthHTTP.so ...".
-    public init(searched: [String], reason: String) {
-        self.searched = searched
-        self.reason = reason
-    }
-
-    /// One line for people: what failed, where neon-auth looked, and the fix.
-    public var message: String {
-        "neon-auth cannot make HTTP requests: its HTTP plugin libNeonAuthHTTP.so \(reason) (searched: "
-            + searched.joined(separator: ", ")
-            + "); install it beside the neon-auth binary or in ../lib/neon-auth/ (scripts/install does), then restart neon-auth"
-    }
 }
 
 /// Sends form-encoded POST requests. The seam that tests replace.

@@ -78,48 +78,38 @@ public final class ServiceCounters: Sendable {
     var snapshot: (signs: Int, errors: [Int: Int]) { state.withLock { ($0.signs, $0.errors) } }
 }
 
-/// neon-auth's JSON-RPC methods: `sign`, `openSession`, `closeSession` and `status`.
+/// neon-auth's JSON-RPC methods: `sign` (here, no network), `openSession`, `closeSession` and
+/// `status` (the session methods and the pool part of `status` through ``AgentClient``).
 public struct NeonAuthService: Sendable {
     public let settings: ServiceSettings
-    public let pool: SessionPool
+    public let agent: AgentClient
     public let credentials: CredentialStore?
     public let counters: ServiceCounters
     private let log: Logger?
     private let startedAt: Double
 
-    public init(settings: ServiceSettings, pool: SessionPool, credentials: CredentialStore? = nil,
+    public init(settings: ServiceSettings, agent: AgentClient, credentials: CredentialStore? = nil,
                 counters: ServiceCounters = ServiceCounters(), log: Logger? = nil) {
         self.settings = settings
-        self.pool = pool
+        self.agent = agent
         self.credentials = credentials
         self.counters = counters
         self.log = log
         startedAt = monotonicSeconds()
     }
 
-    /// Fast paths (see `FastPath`): `sign` for inline ASCII credentials; `openSession` handing
-    /// out a fresh pooled session for inline ASCII credentials and `closeSession` releasing a
-    /// hold (see ``SessionFastPaths``). `openSession`'s is left out at debug level, where the
-    /// general path logs each call.
+    /// Fast paths (see `FastPath`): `sign` for inline ASCII credentials.
     public var fastPaths: [String: FastPath] {
         let sign = SignFastPath(settings: settings)
-        let sessions = SessionFastPaths(pool: pool, v1BaseURL: settings.defaultEndpoints.v1BaseURL)
-        var paths: [String: FastPath] = [
-            "sign": { request, out in sign.answer(request, &out) },
-            "closeSession": { request, out in sessions.close(request, &out) },
-        ]
-        if log?.enabled(.debug) != true {
-            paths["openSession"] = { request, out in sessions.open(request, &out) }
-        }
-        return paths
+        return ["sign": { request, out in sign.answer(request, &out) }]
     }
 
-    /// The method table: `sign` and `status` need no network; the session methods are deferred.
+    /// The method table: `sign` and `rpc.discover` need no network; the session methods are deferred.
     public var handlers: [String: MethodHandler] {
         [
             "sign": .immediate { try self.sign($0) },
-            "openSession": .deferred { try await self.openSession($0) },
-            "closeSession": .deferred { try await self.closeSession($0) },
+            "openSession": .started { params, reply in self.openSession(params) { reply($0.mapError { $0 }) } },
+            "closeSession": .started { params, reply in self.closeSession(params) { reply($0.mapError { $0 }) } },
             "status": .deferred { try await self.status($0) },
             "rpc.discover": .immediate { params in
                 _ = try Params(params, allowed: [])
@@ -180,98 +170,118 @@ public struct NeonAuthService: Sendable {
     }
 
     /// `openSession` — params `{"orgId", "apiKey"} | {"profile"} | {}`, plus `"replace"?`.
-    /// - Returns: `{"userSessionId": string, "reused": bool}`.
-    /// - Throws: `RPCError`: -32602, -32020...-32022, or -32001...-32005 when the login fails.
+    /// Started on the reading thread (the request reaches the agent in order); answered through
+    /// `reply` with `{"userSessionId": string, "reused": bool}`, or an `RPCError`: -32602,
+    /// -32020...-32022, -32001...-32006 when the agent or the login fails, -32023 when the key
+    /// changed during the login.
     /// A profile whose key changes while its login is with NeonCRM is looked up once more and
     /// opened with the key the file holds now; a second change in that time, or inline
     /// credentials (which cannot be looked up again), get -32023.
-    public func openSession(_ params: JSONValue?) async throws(RPCError) -> JSONValue {
-        let p = try Params(params, allowed: Self.openSessionMembers)
-        var resolved = try resolve(p)
-        let replace = try p.optionalString("replace").map(Secret.init)
-        var attempt = 0
-        while true {
-            attempt += 1
-            let key = SessionPool.Key(v1BaseURL: resolved.endpoints.v1BaseURL, credential: resolved.credential)
-            let who = "org \(resolved.credential.orgId)" + (resolved.profile.map { " (profile \($0))" } ?? "")
-            do {
-                let opened = try await pool.open(key, label: SessionPool.Label(profile: resolved.profile, environment: resolved.endpoints.environment),
-                                                 replace: attempt == 1 ? replace : nil)
-                log?.debug("openSession: \(who): \(opened.reused ? "reused pooled session" : "new login")")
-                return ["userSessionId": .string(opened.userSessionId.exposedValue), "reused": .bool(opened.reused)]
-            } catch {
-                if error == .credentialsChanged, attempt == 1, resolved.profile != nil {
-                    let again = try resolve(p)
-                    if again.credential != resolved.credential {
-                        log?.info("openSession: \(who): the profile's key changed during the login: opening with the new key")
-                        resolved = again
-                        continue
-                    }
+    public func openSession(_ params: JSONValue?, reply: @escaping @Sendable (Result<JSONValue, RPCError>) -> Void) {
+        let p: Params
+        let resolved: Resolved
+        let replace: String?
+        do throws(RPCError) {
+            p = try Params(params, allowed: Self.openSessionMembers)
+            resolved = try resolve(p)
+            replace = try p.optionalString("replace")
+        } catch {
+            reply(.failure(error))
+            return
+        }
+        open(resolved, replace: replace, params: p, attempt: 1, reply: reply)
+    }
+
+    private func open(_ resolved: Resolved, replace: String?, params p: Params, attempt: Int,
+                      reply: @escaping @Sendable (Result<JSONValue, RPCError>) -> Void) {
+        let who = "org \(resolved.credential.orgId)" + (resolved.profile.map { " (profile \($0))" } ?? "")
+        var request: JSONObject = [
+            "v1BaseUrl": .string(resolved.endpoints.v1BaseURL), "orgId": .string(resolved.credential.orgId),
+            "apiKey": .string(resolved.credential.apiKey.exposedValue), "environment": .string(resolved.endpoints.environment),
+        ]
+        if let profile = resolved.profile { request["profile"] = .string(profile) }
+        if let replace { request["replace"] = .string(replace) }
+        agent.start("openSession", .object(request)) { [self] result in
+            switch result {
+            case .success(let opened):
+                log?.debug("openSession: \(who): \(opened?["reused"] == .bool(true) ? "reused pooled session" : "new login")")
+                reply(.success(opened ?? .null))
+            case .failure(let error):
+                if error.code == .credentialsChanged, attempt == 1, resolved.profile != nil,
+                   let again = try? resolve(p), again.credential != resolved.credential {
+                    log?.info("openSession: \(who): the profile's key changed during the login: opening with the new key")
+                    open(again, replace: nil, params: p, attempt: 2, reply: reply)
+                    return
                 }
-                let rpcError = error.rpcError(timeout: settings.httpTimeout, redacting: resolved.credential)
-                log?.info("openSession: \(who): \(rpcError.message)")
-                throw rpcError
+                log?.info("openSession: \(who): \(error.message)")
+                reply(.failure(error))
             }
         }
     }
 
-    /// `closeSession` — params `{"userSessionId", "logout"?: bool}`.
-    /// - Returns: `{"closed": true, "loggedOut": bool}`.
-    /// - Throws: `RPCError` -32602, -32010 unknown session, -32011 no holder left.
-    public func closeSession(_ params: JSONValue?) async throws(RPCError) -> JSONValue {
-        let p = try Params(params, allowed: Self.closeSessionMembers)
-        let id = try p.string("userSessionId")
-        guard !id.isEmpty else { throw .invalidParams("Invalid params: userSessionId must not be empty", field: "userSessionId") }
-        let logout = try p.optionalBool("logout") ?? false
-        do {
-            let loggedOut = try await pool.close(Secret(id), logout: logout)
-            return ["closed": true, "loggedOut": .bool(loggedOut)]
+    /// `closeSession` — params `{"userSessionId", "logout"?: bool}`. Started on the reading
+    /// thread; answered with `{"closed": true, "loggedOut": bool}` or an `RPCError`: -32602,
+    /// -32010 unknown session (not opened by this process, or no longer pooled), -32011 no hold
+    /// of this process left, -32006 agent unavailable.
+    public func closeSession(_ params: JSONValue?, reply: @escaping @Sendable (Result<JSONValue, RPCError>) -> Void) {
+        let id: String, logout: Bool
+        do throws(RPCError) {
+            let p = try Params(params, allowed: Self.closeSessionMembers)
+            id = try p.string("userSessionId")
+            guard !id.isEmpty else { throw RPCError.invalidParams("Invalid params: userSessionId must not be empty", field: "userSessionId") }
+            logout = try p.optionalBool("logout") ?? false
         } catch {
-            switch error {
-            case .unknownSession:
-                throw RPCError(.unknownSession, "Unknown session: not issued by this process or no longer pooled")
-            case .notHeld:
-                throw RPCError(.sessionNotHeld, "Session has no holder left to release (pass logout: true to log it out)")
+            reply(.failure(error))
+            return
+        }
+        agent.start("closeSession", ["userSessionId": .string(id), "logout": .bool(logout)], spawn: false) { result in
+            switch result {
+            case .success(let answer?): reply(.success(answer))
+            case .success(nil): reply(.failure(AgentService.unknownSession))  // no agent: nothing this process opened is pooled
+            case .failure(let error): reply(.failure(error))
             }
         }
+    }
+
+    /// Logs out every pooled session of keys retired from the credentials file (through the
+    /// agent, if one is running; none is started for it).
+    public func evict(_ retired: [Credential]) async {
+        let list = JSONValue.array(retired.map { ["orgId": .string($0.orgId), "apiKey": .string($0.apiKey.exposedValue)] })
+        _ = try? await agent.call("evict", ["credentials": list], spawn: false)
     }
 
     /// `status` — no params.
     /// - Returns: `{"uptimeSeconds", "sessions": [{"orgId", "profile", "environment", "holders",
     ///   "ageSeconds", "idleSeconds", "refreshing", "current"}], "counters": {...}}` — nothing in
-    ///   it can be used to act as the user (no keys, no session IDs).
+    ///   it can be used to act as the user (no keys, no session IDs). Sessions and pool counters
+    ///   are the agent's (every front-end's, for the shared agent; `profile` is null: the agent
+    ///   shows org IDs only); no agent is started for it.
     public func status(_ params: JSONValue?) async throws(RPCError) -> JSONValue {
         _ = try Params(params, allowed: [])
-        let sessions = await pool.sessions()
-        let poolCounters = await pool.counters
+        let pool: JSONValue? = try? await agent.call("status", .object(JSONObject()), spawn: false)
         let (signs, errors) = counters.snapshot
-        func seconds(_ s: Double) -> JSONValue { .number(String(format1(s))) }
+        var counterMembers: [(key: String, value: JSONValue)] = []
+        for name in ["logins", "loginFailures", "loginRetries", "cachedRejections", "reuses", "replaces", "logouts", "logoutFailures"] {
+            counterMembers.append((name, pool?["counters"]?[name] ?? .number("0")))
+        }
+        counterMembers.append(("signs", .number(String(signs))))
+        counterMembers.append(("errors", .object(JSONObject(errors.sorted { $0.key > $1.key }.map { (key: String($0.key), value: .number(String($0.value))) }))))
+        var sessions: [JSONValue] = []
+        if case .array(let items)? = pool?["sessions"] {
+            sessions = items.map { item in
+                var entry = JSONObject()
+                entry["orgId"] = item["orgId"] ?? .null
+                entry["profile"] = item["profile"] ?? .null
+                entry["environment"] = item["environment"] ?? .null
+                for name in ["holders", "ageSeconds", "idleSeconds"] { entry[name] = item[name] ?? .number("0") }
+                for name in ["refreshing", "current"] { entry[name] = item[name] ?? .bool(false) }
+                return .object(entry)
+            }
+        }
         return [
-            "uptimeSeconds": seconds(monotonicSeconds() - startedAt),
-            "sessions": .array(sessions.map { info in
-                [
-                    "orgId": .string(info.orgId),
-                    "profile": info.label.profile.map(JSONValue.string) ?? .null,
-                    "environment": .string(info.label.environment),
-                    "holders": .number(String(info.holders)),
-                    "ageSeconds": seconds(info.ageSeconds),
-                    "idleSeconds": seconds(info.idleSeconds),
-                    "refreshing": .bool(info.refreshing),
-                    "current": .bool(info.current),
-                ]
-            }),
-            "counters": [
-                "logins": .number(String(poolCounters.logins)),
-                "loginFailures": .number(String(poolCounters.loginFailures)),
-                "loginRetries": .number(String(poolCounters.loginRetries)),
-                "cachedRejections": .number(String(poolCounters.rejectionsServedFromCache)),
-                "reuses": .number(String(poolCounters.reuses)),
-                "replaces": .number(String(poolCounters.replaces)),
-                "logouts": .number(String(poolCounters.logouts)),
-                "logoutFailures": .number(String(poolCounters.logoutFailures)),
-                "signs": .number(String(signs)),
-                "errors": .object(JSONObject(errors.sorted { $0.key > $1.key }.map { (key: String($0.key), value: .number(String($0.value))) })),
-            ],
+            "uptimeSeconds": .number(format1(monotonicSeconds() - startedAt)),
+            "sessions": .array(sessions),
+            "counters": .object(JSONObject(counterMembers)),
         ]
     }
 }

@@ -29,9 +29,6 @@ public enum NeonError: Error, Sendable, Equatable {
     /// The login this call waited for was for an API key that the credentials file no longer
     /// holds (it changed while NeonCRM was answering); that session was logged out.
     case credentialsChanged
-    /// neon-auth's HTTP plugin could not be loaded: NeonCRM was not contacted. Not retryable
-    /// (the failure is remembered until restart).
-    case httpPluginUnavailable(HTTPPluginFailure)
 }
 
 extension ErrorCode {
@@ -45,8 +42,6 @@ extension ErrorCode {
     public static let unexpectedResponse = ErrorCode(rawValue: -32004)
     /// -32005: neon-auth is shutting down and did not finish the call.
     public static let shuttingDown = ErrorCode(rawValue: -32005)
-    /// -32006: neon-auth's HTTP plugin could not be loaded. `data`: `{"retryable": false, "searched": [path], "reason"}`.
-    public static let httpPluginUnavailable = ErrorCode(rawValue: -32006)
     /// -32023: the API key changed in the credentials file while this call waited for its login
     /// (the session for the old key was logged out); retry. `data`: `{"retryable": true}`.
     public static let credentialsChanged = ErrorCode(rawValue: -32023)
@@ -105,10 +100,6 @@ extension NeonError {
             return RPCError(.credentialsChanged,
                             "The API key changed in the credentials file while this request waited for NeonCRM's login; the session of the old key was logged out: retry",
                             data: ["retryable": true])
-        case .httpPluginUnavailable(let failure):
-            return RPCError(.httpPluginUnavailable, failure.message,
-                            data: ["retryable": false, "searched": .array(failure.searched.map(JSONValue.string)),
-                                   "reason": .string(failure.reason)])
         }
     }
 }

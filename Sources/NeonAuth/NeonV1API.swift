@@ -51,7 +51,6 @@ public struct NeonV1API: Sendable {
             case .timedOut: throw .timedOut
             case .unreachable: throw .unavailable(httpStatus: nil, errors: [])
             case .cancelled: throw .cancelled
-            case .pluginUnavailable(let failure): throw .httpPluginUnavailable(failure)
             }
         }
     }

@@ -362,7 +362,7 @@ public enum OpenRPCDocument {
           "$ref": "#/components/errors/ShuttingDown"
         },
         {
-          "$ref": "#/components/errors/HTTPPluginUnavailable"
+          "$ref": "#/components/errors/AgentUnavailable"
         },
         {
           "$ref": "#/components/errors/NoCredentials"
@@ -518,6 +518,9 @@ public enum OpenRPCDocument {
         },
         {
           "$ref": "#/components/errors/ShuttingDown"
+        },
+        {
+          "$ref": "#/components/errors/AgentUnavailable"
         },
         {
           "$ref": "#/components/errors/UnknownSession"
@@ -1388,34 +1391,25 @@ public enum OpenRPCDocument {
           }
         }
       },
-      "HTTPPluginUnavailable": {
+      "AgentUnavailable": {
         "code": -32006,
-        "message": "neon-auth cannot make HTTP requests: its HTTP plugin (libNeonAuthHTTP.so, looked for beside the neon-auth binary, then in ../lib/neon-auth/) is missing or could not be loaded. NeonCRM was not contacted. Not retryable: install the plugin (scripts/install does) and restart neon-auth; sign is unaffected.",
+        "message": "neon-auth's agent (neon-auth-agent, which holds the session pool and makes every NeonCRM call) could not be started or reached, or ended while the call was in flight. retryable says whether trying again can help: true when the agent ended (the next call starts a new one), false when neon-auth-agent is not installed beside neon-auth (scripts/install installs both). sign is unaffected.",
         "data": {
-          "description": "Where the plugin was looked for and what went wrong (file paths and the dynamic loader's message, never a credential).",
+          "description": "Whether a retry can help, and what went wrong (file paths and system messages, never a credential).",
           "x-presence": "always",
           "type": "object",
           "required": [
             "retryable",
-            "searched",
             "reason"
           ],
           "additionalProperties": false,
           "properties": {
             "retryable": {
-              "const": false
-            },
-            "searched": {
-              "type": "array",
-              "items": {
-                "type": "string"
-              },
-              "description": "The plugin paths considered, in search order, up to the one that failed."
+              "type": "boolean"
             },
             "reason": {
               "type": "string",
-              "minLength": 1,
-              "description": "What went wrong, e.g. \"was not found\", or the loader's message."
+              "minLength": 1
             }
           }
         }

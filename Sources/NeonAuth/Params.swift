@@ -65,3 +65,8 @@ struct Params {
 extension Unicode.GeneralCategory {
     var isControl: Bool { self == .control || self == .format }
 }
+
+extension Params {
+    /// A member's raw value, if present (`null` included).
+    func value(_ name: String) -> JSONValue? { object[name] }
+}

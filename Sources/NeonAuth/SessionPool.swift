@@ -112,6 +112,7 @@ public actor SessionPool {
         /// The org ID of each login still waiting for NeonCRM's answer, sorted: if NeonCRM
         /// completes one, that session expires on its own after NeonCRM's idle window.
         public var unanswered: [String] = []
+        public init() {}
     }
 
     /// Counters since start-up.
@@ -305,6 +306,9 @@ public actor SessionPool {
             return true
         }
     }
+
+    /// Whether `id` is a session the pool knows (current, or retired but still held).
+    public nonisolated func isPooled(_ id: Secret) -> Bool { ledger.withLock { $0.records[id] != nil } }
 
     /// Starts a login for `key`; called with the ledger locked (`l`).
     private func startFlight(for key: Key, label: Label, in l: inout Ledger) -> Flight {
@@ -559,6 +563,12 @@ public actor SessionPool {
         return accounting
     }
 
+    /// Whether the pool holds nothing and is doing nothing: no session, no login, no logout
+    /// under way (an agent may exit then).
+    public var isIdle: Bool {
+        runningLogins.isEmpty && backgroundLogouts.isEmpty && loggingOut.isEmpty && ledger.withLock { $0.records.isEmpty }
+    }
+
     /// What became of every session NeonCRM issued so far (see ``Accounting``).
     public var accounting: Accounting {
         var result = Accounting()
@@ -603,7 +613,7 @@ extension NeonError {
     var isTransient: Bool {
         switch self {
         case .unavailable, .timedOut: return true
-        case .credentialsRejected, .unexpectedResponse, .cancelled, .credentialsChanged, .httpPluginUnavailable: return false
+        case .credentialsRejected, .unexpectedResponse, .cancelled, .credentialsChanged: return false
         }
     }
 }

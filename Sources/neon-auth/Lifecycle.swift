@@ -47,7 +47,7 @@ final class Lifecycle: @unchecked Sendable {
     /// second signal that exits at once.
     static let repeatWindow = 0.25
 
-    private let pool: SessionPool
+    private let agent: AgentClient
     private let log: Logger
     private let shutdownTimeout: Double
     private let inFlightTimeout: Double
@@ -55,8 +55,8 @@ final class Lifecycle: @unchecked Sendable {
     var server: StdioServer?
     var output: OutputSink?
 
-    init(pool: SessionPool, log: Logger, shutdownTimeout: Double, inFlightTimeout: Double) {
-        self.pool = pool
+    init(agent: AgentClient, log: Logger, shutdownTimeout: Double, inFlightTimeout: Double) {
+        self.agent = agent
         self.log = log
         self.shutdownTimeout = shutdownTimeout
         self.inFlightTimeout = inFlightTimeout
@@ -124,8 +124,10 @@ final class Lifecycle: @unchecked Sendable {
     /// 1. While stdout can take answers: waits for requests in flight (at most `inFlightLimit`,
     ///    default the in-flight timeout), then answers every one still waiting with -32005, so
     ///    that each request with an id gets exactly one response.
-    /// 2. Logs out every pooled session, and every session of a login still running as it
-    ///    arrives, within `--shutdown-timeout`, while the answers drain.
+    /// 2. Ends its use of the agent while the answers drain: a private agent logs out every
+    ///    session, and every session of a login still running as it arrives, within
+    ///    `--shutdown-timeout`; the shared agent just loses this connection (its sessions stay
+    ///    pooled for the next process).
     /// 3. Logs the accounting and exits: 0, or ``writeErrorStatus`` after a write error.
     func shutdown(_ reason: Reason, inFlightLimit: Double? = nil) {
         guard started.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
@@ -141,15 +143,12 @@ final class Lifecycle: @unchecked Sendable {
         // Log out pooled sessions while the remaining responses drain to a possibly slow reader.
         let done = DispatchSemaphore(value: 0)
         let result = Mutex<SessionPool.Accounting?>(nil)
-        let pool = self.pool, deadline = shutdownTimeout
-        if pool.beginShutdown() {
-            Task.detached {
-                let accounting = await pool.shutdown(deadline: deadline)
-                result.withLock { $0 = accounting }
-                done.signal()
-            }
-        } else {
-            done.signal()  // never logged in: nothing to log out
+        let agent = self.agent, deadline = shutdownTimeout
+        let shared = agent.usesSharedAgent
+        DetachedThread.start {
+            let accounting = agent.finish(deadline: deadline + 0.5)
+            result.withLock { $0 = accounting }
+            done.signal()
         }
         // End of input waits for a slow reader as long as it keeps reading; a signal asks to
         // stop, so its wait is bounded.
@@ -165,6 +164,8 @@ final class Lifecycle: @unchecked Sendable {
         }
         if let accounting = result.withLock({ $0 }) {
             report(accounting)
+        } else if shared {
+            log.info("exit: this process's sessions stay pooled in the shared agent (`neon-auth agent stop` logs them out)")
         } else if log.enabled(.info) {
             log.info("exit: no session was obtained from NeonCRM")
         }

@@ -17,9 +17,13 @@ for fd: Int32 in 0...2 where fcntl(fd, F_GETFD) == -1 {
         close(null)
     }
 }
-// Before any thread exists: no proxy for loopback, no Foundation debug output (see there).
-PluginHTTPClient.prepareProcessEnvironment()
 let environment = Configuration.processEnvironment()
+// One-shot commands for shells (`neon-auth header`, `session`, `agent status|stop`).
+if let command = CommandLine.arguments.dropFirst().first, OneShot.commands.contains(command) {
+    signal(SIGPIPE, SIG_IGN)
+    _ = neon_auth_harden_process()
+    exit(OneShot.run(command, Array(CommandLine.arguments.dropFirst(2)), environment: environment))
+}
 let configuration: Configuration
 do {
     switch try Configuration.parse(arguments: Array(CommandLine.arguments.dropFirst()), environment: environment) {
@@ -61,21 +65,20 @@ _ = fcntl(protocolFD, F_SETFD, FD_CLOEXEC)
 _ = dup2(2, 1)
 
 let log = Logger(level: configuration.logLevel)
-// URLSession lives in libNeonAuthHTTP.so, loaded on the first API v1 call: a process that only
-// signs never loads Foundation, FoundationNetworking or libcurl. Here only its presence is checked.
-let http = PluginHTTPClient(connectTimeout: configuration.connectTimeout, log: log)
-if let warning = http.missingPluginWarning() { log.warn(warning) }
-let pool = SessionPool(backend: HTTPSessionBackend(http: http, logoutTimeout: configuration.httpTimeout),
-                       policy: configuration.poolPolicy)
+// The session pool and every NeonCRM call live in neon-auth-agent, reached on first need: this
+// process signs locally and never loads Foundation or an HTTP stack.
+let agent = AgentClient(settings: configuration.agentSettings, mode: configuration.agentMode, environment: environment, log: log)
+let evictions = EvictionRelay()
 let credentials = CredentialStore(flagPath: configuration.credentialsPath, environment: environment) { retired in
     // A profile's key changed or vanished from the credentials file: its sessions go.
-    Task.detached { await pool.evict(Set(retired)) }
+    evictions.relay(retired)
     log.info("credentials file changed: logging out sessions of \(retired.count) retired key(s) (orgs: \(Set(retired.map(\.orgId)).sorted().joined(separator: ", ")))")
 }
 let counters = ServiceCounters()
-let service = NeonAuthService(settings: ServiceSettings(configuration), pool: pool, credentials: credentials,
+let service = NeonAuthService(settings: ServiceSettings(configuration), agent: agent, credentials: credentials,
                               counters: counters, log: log)
-let lifecycle = Lifecycle(pool: pool, log: log, shutdownTimeout: configuration.shutdownTimeout,
+evictions.service = service
+let lifecycle = Lifecycle(agent: agent, log: log, shutdownTimeout: configuration.shutdownTimeout,
                           inFlightTimeout: configuration.httpTimeout + 1)
 let output = OutputSink(fd: protocolFD) { error in
     DetachedThread.start { lifecycle.shutdown(OutputSink.isReaderGone(error) ? .outputClosed : .outputFailed(error)) }
@@ -104,3 +107,12 @@ if let error = output.failure {
     lifecycle.shutdown(OutputSink.isReaderGone(error) ? .outputClosed : .outputFailed(error))
 }
 lifecycle.shutdown(server.stopWasRequested ? .exitRequested : .endOfInput)
+
+/// Hands retired keys from the credentials store (created first) to the service (created later).
+final class EvictionRelay: @unchecked Sendable {
+    var service: NeonAuthService?
+    func relay(_ retired: [Credential]) {
+        guard let service else { return }
+        Task.detached { await service.evict(retired) }
+    }
+}

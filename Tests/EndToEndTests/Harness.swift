@@ -9,8 +9,15 @@ import JSONRPC
 /// The repository root (this file is `Tests/EndToEndTests/Harness.swift`).
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
+/// Every neon-auth a test starts, however it starts it, uses a private agent unless the test
+/// asks for the shared one in a runtime directory of its own (``RuntimeDirectory``).
+private let privateAgentsByDefault: Void = {
+    if getenv("NEON_AUTH_AGENT") == nil { setenv("NEON_AUTH_AGENT", "private", 1) }
+}()
+
 /// The built `neon-auth` binary: `NEON_AUTH_BIN`, else the one beside this test bundle.
 func neonAuthBinary() throws -> String {
+    _ = privateAgentsByDefault
     if let path = ProcessInfo.processInfo.environment["NEON_AUTH_BIN"], !path.isEmpty { return path }
     let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
     var dir = exe.deletingLastPathComponent()
@@ -114,6 +121,9 @@ final class NeonAuthProcess {
         process.executableURL = URL(fileURLWithPath: try executable ?? neonAuthBinary())
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("NEON_") }
+        // A private agent unless a test asks for the shared one (in a runtime directory of its
+        // own): no test ever meets a user's agent or leaves one behind.
+        env["NEON_AUTH_AGENT"] = "private"
         env.merge(environment) { $1 }
         for name in unset { env[name] = nil }
         process.environment = env

@@ -131,7 +131,7 @@ struct PluginEnvironmentTests {
         defer { for (name, value) in saved { if let value { setenv(name, value, 1) } else { unsetenv(name) } } }
         for name in names { unsetenv(name) }
         for (name, value) in variables { if let value { setenv(name, value, 1) } }
-        PluginHTTPClient.prepareProcessEnvironment()
+        ProxyEnvironment.prepare()
         #expect(getenv("URLSessionDebugLibcurl") == nil && getenv("URLSessionDebug") == nil)
         return (getenv("no_proxy").map { String(cString: $0) }, getenv("NO_PROXY").map { String(cString: $0) })
     }

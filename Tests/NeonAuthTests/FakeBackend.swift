@@ -104,5 +104,6 @@ func makeTestService(v1: String = "https://v1", v2: String = "https://v2", apiVe
     NeonAuthService(
         settings: ServiceSettings(defaultEndpoints: Endpoints(v1BaseURL: v1, v2BaseURL: v2, environment: "custom"),
                                   apiVersion: apiVersion, httpTimeout: 5),
-        pool: SessionPool(backend: FakeBackend(), policy: SessionPool.Policy()))
+        agent: AgentClient(settings: AgentSettings(configuration: Configuration()), mode: .private, environment: [:],
+                           executable: "/nonexistent/neon-auth-agent", log: nil))
 }

@@ -54,6 +54,8 @@ def isolated_env(tmp_path: Path) -> dict[str, str]:
         "XDG_CONFIG_HOME": str(config),
         "HOME": str(tmp_path),
         "NEON_AUTH_LOG_LEVEL": "error",
+        # A private agent: no test meets a user's shared agent or leaves one behind.
+        "NEON_AUTH_AGENT": "private",
     }
 
 

@@ -390,12 +390,20 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 # -- Swift sources --------------------------------------------------------------
 
-_HANDLER_KEY = re.compile(r'"([^"\\]+)"\s*:\s*\.(?:immediate|deferred)\b')
+_HANDLER_KEY = re.compile(r'"([^"\\]+)"\s*:\s*\.(?:immediate|deferred|started)\b')
+
+
+# The agent's own protocol (front-end to neon-auth-agent over its socket) is not the interface
+# schemas/openrpc.json describes.
+_AGENT_SOURCES = {"AgentService.swift"}
 
 
 def registered_method_names(sources: Path = REPO / "Sources") -> set[str]:
-    """Method names registered in the Swift handler tables ("name": .immediate/.deferred)."""
+    """Method names registered in the Swift handler tables ("name": .immediate/.deferred/.started)
+    of the stdio service (the agent's protocol aside)."""
     names = set()
     for path in sources.rglob("*.swift"):
+        if path.name in _AGENT_SOURCES or "neon-auth-agent" in path.parts:
+            continue
         names.update(_HANDLER_KEY.findall(path.read_text(encoding="utf-8", errors="replace")))
     return names

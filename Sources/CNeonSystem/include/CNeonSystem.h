@@ -10,4 +10,37 @@ int neon_auth_harden_process(void);
 /// so Swift cannot call it.)
 long neon_auth_pipe_room(int fd);
 
+#include <stddef.h>
+
+/// The uid (and pid) of the process at the other end of the Unix socket `fd` (SO_PEERCRED).
+/// Returns 0, or -1 with errno set.
+int neon_auth_peer_uid(int fd, unsigned int *uid, int *pid);
+
+/// Connects a new close-on-exec stream socket to the Unix socket at `path`. Returns the
+/// descriptor, or -1 with errno set (ENAMETOOLONG when `path` does not fit sun_path).
+int neon_auth_unix_connect(const char *path);
+
+/// Binds a new close-on-exec Unix stream socket at `path` under umask 077, makes it mode 0600
+/// and listens. Returns the descriptor, or -1 with errno set (the file is removed again).
+int neon_auth_unix_listen(const char *path, int backlog);
+
+/// Accepts a connection on `listener`, close-on-exec. Returns the descriptor, or -1 with errno set.
+int neon_auth_unix_accept(int listener);
+
+/// The longest socket path sun_path holds (bytes, without the terminating NUL).
+size_t neon_auth_unix_path_max(void);
+
+/// Starts `path` with `argv` and `envp` detached from the caller: in a session and process
+/// group of its own (a terminal's SIGINT or SIGHUP never reaches it), reparented to init (a
+/// double fork: no zombie is left), working directory `/`, every signal at its default and
+/// unblocked, stdin and stdout on /dev/null, stderr on `stderr_fd` (or /dev/null when -1), and
+/// no other descriptor of the caller's. Returns 0 once the intermediate process has exited
+/// (the agent may still be starting), or -1 with errno set.
+int neon_auth_spawn_detached(const char *path, char *const argv[], char *const envp[], int stderr_fd);
+
+/// Starts `path` with `argv` and `envp` as a child in the caller's process group, with `fd` as
+/// its stdin and stdout, `stderr_fd` as its stderr (the caller's when -1), every signal at its
+/// default and unblocked, and no other descriptor. Returns the child's pid, or -1 with errno set.
+int neon_auth_spawn_child(const char *path, char *const argv[], char *const envp[], int fd, int stderr_fd);
+
 #endif

@@ -1,0 +1,454 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+import Synchronization
+import CNeonSystem
+import JSONRPC
+
+extension ErrorCode {
+    /// -32006: neon-auth's agent (`neon-auth-agent`, which holds the session pool and makes every
+    /// NeonCRM call) could not be started or reached, or ended while the call was in flight.
+    /// `data`: `{"retryable", "reason"}`.
+    public static let agentUnavailable = ErrorCode(rawValue: -32006)
+}
+
+/// Which agent a front-end uses.
+public enum AgentMode: String, Sendable, Equatable {
+    /// The per-user agent shared by every front-end with the same settings (the default).
+    case shared
+    /// An agent of this process's own, a child over a socketpair that logs out at exit.
+    case `private`
+}
+
+/// A front-end's one connection to its agent, made on first need: the shared agent (started if
+/// none runs, under a spawn lock) or, when sharing is off or impossible, a private one.
+///
+/// Nothing here ever blocks `sign`: it is used only by the session methods, from tasks, and
+/// every blocking step (connect, spawn, handshake) runs on a thread of its own with a bound.
+public final class AgentClient: Sendable {
+    private let settings: AgentSettings
+    private let requested: AgentMode
+    private let environment: [String: String]
+    private let executable: String?
+    private let log: Logger?
+    private struct State {
+        var connection: AgentConnection?
+        /// Set once sharing failed: the process then uses a private agent for good.
+        var sharingFailed = false
+        var closed = false
+    }
+    private let state = Mutex(State())
+    /// Serializes connecting, so that concurrent first calls make one connection.
+    private let connecting = Mutex(())
+    /// Calls not yet written, in the order they were started; one sender thread writes them.
+    private struct Outbound: @unchecked Sendable {
+        var queue: [(method: String, params: JSONValue, spawn: Bool, completion: @Sendable (Result<JSONValue?, RPCError>) -> Void)] = []
+        var senderRunning = false
+    }
+    private let outbound = Mutex(Outbound())
+
+    /// - Parameters:
+    ///   - settings: what the agent is started with (and what names the shared one).
+    ///   - mode: `--agent`.
+    ///   - environment: the process environment (`XDG_RUNTIME_DIR`, `TMPDIR`, and what the
+    ///     agent inherits, less `NEON_ORG_ID`/`NEON_API_KEY`).
+    ///   - executable: the `neon-auth-agent` binary (default: ``defaultExecutable(environment:)``).
+    ///   - log: where a fallback to a private agent is reported (once, at `warn`).
+    public init(settings: AgentSettings, mode: AgentMode, environment: [String: String], executable: String? = nil, log: Logger?) {
+        self.settings = settings
+        self.requested = mode
+        self.environment = environment
+        self.executable = executable ?? Self.defaultExecutable(environment: environment)
+        self.log = log
+    }
+
+    /// `$NEON_AUTH_AGENT_BIN`, else `neon-auth-agent` beside this executable
+    /// (`realpath(/proc/self/exe)`); `nil` when neither exists.
+    public static func defaultExecutable(environment: [String: String]) -> String? {
+        if let explicit = environment["NEON_AUTH_AGENT_BIN"], !explicit.isEmpty { return explicit }
+        guard let resolved = realpath("/proc/self/exe", nil) else { return nil }
+        defer { free(resolved) }
+        let exe = String(cString: resolved)
+        guard let slash = exe.lastIndex(of: "/") else { return nil }
+        let candidate = String(exe[..<slash]) + "/neon-auth-agent"
+        return access(candidate, X_OK) == 0 ? candidate : nil
+    }
+
+    /// The error for calls that could not reach an agent.
+    static func unavailable(_ reason: String, retryable: Bool) -> RPCError {
+        RPCError(.agentUnavailable, "neon-auth's agent is unavailable: \(reason)",
+                 data: ["retryable": .bool(retryable), "reason": .string(reason)])
+    }
+
+    /// Calls `method` on the agent, connecting (and starting one) first if needed.
+    /// - Parameter spawn: whether a missing agent may be started (`status` and `evict` do not
+    ///   start one: with no agent there is nothing to show or drop).
+    /// - Returns: the result, or `nil` when `spawn` is false and no agent runs.
+    /// - Throws: the agent's `RPCError` as it answered it, or -32006.
+    public func call(_ method: String, _ params: JSONValue, spawn: Bool = true) async throws(RPCError) -> JSONValue? {
+        try await withCheckedContinuation { continuation in
+            start(method, params, spawn: spawn) { continuation.resume(returning: $0) }
+        }.get()
+    }
+
+    /// Starts a call without waiting: calls reach the agent in the order they were started
+    /// (a client's pipelined open and close of one session stay in order). Never blocks: one
+    /// sender thread connects (starting an agent if needed) and writes.
+    /// - Parameter completion: the result (`nil`: no agent runs and `spawn` was false), called
+    ///   once, from another thread.
+    public func start(_ method: String, _ params: JSONValue, spawn: Bool = true,
+                      completion: @escaping @Sendable (Result<JSONValue?, RPCError>) -> Void) {
+        let startSender = outbound.withLock { o -> Bool in
+            o.queue.append((method, params, spawn, completion))
+            if o.senderRunning { return false }
+            o.senderRunning = true
+            return true
+        }
+        if startSender { DetachedThread.start { [self] in sendQueued() } }
+    }
+
+    /// The sender thread: writes queued calls in order, connecting first when needed; ends when
+    /// the queue is empty.
+    private func sendQueued() {
+        while true {
+            let item = outbound.withLock { o -> (method: String, params: JSONValue, spawn: Bool, completion: @Sendable (Result<JSONValue?, RPCError>) -> Void)? in
+                if o.queue.isEmpty {
+                    o.senderRunning = false
+                    return nil
+                }
+                return o.queue.removeFirst()
+            }
+            guard let item else { return }
+            switch connectBlocking(spawn: item.spawn) {
+            case .success(let connection?):
+                let completion = item.completion
+                connection.send(item.method, item.params) { completion($0.map { $0 }) }
+            case .success(nil): item.completion(.success(nil))
+            case .failure(let error): item.completion(.failure(error))
+            }
+        }
+    }
+
+    private func connectBlocking(spawn: Bool) -> Result<AgentConnection?, RPCError> {
+        connecting.withLock { _ in
+            if let live = state.withLock({ $0.connection }), live.isOpen { return .success(live) }
+            if state.withLock({ $0.closed }) { return .failure(Self.unavailable("neon-auth is shutting down", retryable: true)) }
+            let result: Result<AgentConnection?, RPCError>
+            if requested == .shared && !state.withLock({ $0.sharingFailed }) {
+                switch connectShared(spawn: spawn) {
+                case .success(let connection): result = .success(connection)
+                case .failure(let problem):
+                    state.withLock { $0.sharingFailed = true }
+                    log?.warn("the shared agent cannot be used (\(problem.description)): using a private agent for this process")
+                    result = spawn ? connectPrivate().map { $0 } : .success(nil)
+                }
+            } else {
+                result = spawn ? connectPrivate().map { $0 } : .success(nil)
+            }
+            if case .success(let connection?) = result { state.withLock { $0.connection = connection } }
+            return result
+        }
+    }
+
+    /// Connects to the shared agent, starting it once if none runs.
+    /// - Returns: the connection, or `nil` when none runs and `spawn` is false.
+    private func connectShared(spawn: Bool) -> Result<AgentConnection?, AgentLocation.Unusable> {
+        let location: AgentLocation
+        do {
+            location = try AgentLocation.resolve(environment: environment, digest: settings.digest)
+        } catch {
+            return .failure(error)
+        }
+        switch attach(location.socketPath) {
+        case .connected(let connection): return .success(connection)
+        case .refused(let problem): return .failure(problem)
+        case .absent: break
+        }
+        guard spawn else { return .success(nil) }
+        guard let executable else { return .failure(.init("neon-auth-agent was not found beside neon-auth")) }
+        // One front-end starts the agent; the others wait for its lock, then find the agent.
+        let lock = open(location.spawnLockPath, O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard lock >= 0 else { return .failure(.init("cannot open \(location.spawnLockPath): \(String(cString: strerror(errno)))")) }
+        defer { close(lock) }
+        let lockDeadline = monotonicSeconds() + 7
+        while flock(lock, LOCK_EX | LOCK_NB) != 0 {
+            guard errno == EWOULDBLOCK || errno == EINTR, monotonicSeconds() < lockDeadline else {
+                return .failure(.init("another neon-auth held the agent's spawn lock for too long"))
+            }
+            usleep(10_000)
+        }
+        defer { flock(lock, LOCK_UN) }
+        switch attach(location.socketPath) {
+        case .connected(let connection): return .success(connection)
+        case .refused(let problem): return .failure(problem)
+        case .absent: break
+        }
+        let logFD = open(location.logPath, O_CREAT | O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        let argv = [executable, "--shared", location.directory, "--name", location.name] + settings.arguments
+        let spawned = withCStrings(argv) { argv in
+            withCStrings(agentEnvironment) { envp in neon_auth_spawn_detached(executable, argv, envp, logFD) }
+        }
+        if logFD >= 0 { close(logFD) }
+        guard spawned == 0 else { return .failure(.init("could not start \(executable): \(String(cString: strerror(errno)))")) }
+        // The agent renames its socket into place once it listens.
+        var pause: useconds_t = 2_000
+        let readyDeadline = monotonicSeconds() + 5
+        while monotonicSeconds() < readyDeadline {
+            switch attach(location.socketPath) {
+            case .connected(let connection): return .success(connection)
+            case .refused(let problem): return .failure(problem)
+            case .absent:
+                usleep(pause)
+                pause = min(pause * 2, 100_000)
+            }
+        }
+        return .failure(.init("the agent it started did not answer within 5 s (its log: \(location.logPath))"))
+    }
+
+    private enum Attach {
+        case connected(AgentConnection)
+        /// Nothing listens there (no file, or a stale one).
+        case absent
+        case refused(AgentLocation.Unusable)
+    }
+
+    /// Connects to the socket at `path`, checks the peer's uid and shakes hands.
+    private func attach(_ path: String) -> Attach {
+        let fd = neon_auth_unix_connect(path)
+        if fd < 0 {
+            if errno == ENOENT || errno == ECONNREFUSED { return .absent }
+            return .refused(.init("cannot connect to \(path): \(String(cString: strerror(errno)))"))
+        }
+        var peer: UInt32 = 0
+        guard neon_auth_peer_uid(fd, &peer, nil) == 0, peer == geteuid() else {
+            close(fd)
+            return .refused(.init("the socket \(path) is served by uid \(peer), not \(geteuid())"))
+        }
+        let connection = AgentConnection(fd: fd, childPid: nil)
+        switch connection.handshake(timeout: 2) {
+        case nil: return .connected(connection)
+        case let problem?:
+            connection.close()
+            return .refused(.init("the agent at \(path) \(problem)"))
+        }
+    }
+
+    /// Starts a private agent over a socketpair.
+    private func connectPrivate() -> Result<AgentConnection, RPCError> {
+        guard let executable else {
+            return .failure(Self.unavailable("neon-auth-agent was not found beside neon-auth (install it with scripts/install)", retryable: false))
+        }
+        var pair: [Int32] = [0, 0]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
+            return .failure(Self.unavailable("socketpair failed: \(String(cString: strerror(errno)))", retryable: true))
+        }
+        // Its stderr is a pipe this process relays to its own: the agent never holds this
+        // process's stderr (a pipeline reading it would wait for the agent's end).
+        var logPipe: [Int32] = [-1, -1]
+        if pipe(&logPipe) == 0 {
+            for fd in logPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        } else {
+            logPipe = [-1, -1]
+        }
+        let argv = [executable, "--stdio"] + settings.arguments
+        let pid = withCStrings(argv) { argv in
+            withCStrings(agentEnvironment) { envp in neon_auth_spawn_child(executable, argv, envp, pair[1], logPipe[1]) }
+        }
+        close(pair[1])
+        if logPipe[1] >= 0 { close(logPipe[1]) }
+        if logPipe[0] >= 0 {
+            let source = logPipe[0]
+            DetachedThread.start { Self.relay(source) }
+        }
+        guard pid > 0 else {
+            close(pair[0])
+            return .failure(Self.unavailable("could not start \(executable): \(String(cString: strerror(errno)))", retryable: false))
+        }
+        let connection = AgentConnection(fd: pair[0], childPid: pid)
+        if let problem = connection.handshake(timeout: 5) {
+            connection.close()
+            return .failure(Self.unavailable("the private agent \(problem)", retryable: true))
+        }
+        return .success(connection)
+    }
+
+    /// Copies a private agent's log lines to this process's stderr until the agent ends.
+    private static func relay(_ source: Int32) {
+        var buffer = [UInt8](repeating: 0, count: 16 * 1024)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(source, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            _ = buffer.withUnsafeBytes { write(2, $0.baseAddress, n) }
+        }
+        close(source)
+    }
+
+    /// The environment the agent gets: this process's, without the API key variables (the
+    /// agent never needs them: front-ends send credentials with each call).
+    private var agentEnvironment: [String] {
+        environment.filter { $0.key != "NEON_API_KEY" && $0.key != "NEON_ORG_ID" }.map { "\($0.key)=\($0.value)" }
+    }
+
+    /// Ends this process's use of its agent. A shared agent just loses this connection (its
+    /// holds are released; sessions stay pooled). A private agent is asked to log every session
+    /// out (`stop`), within `deadline` seconds, and reaped.
+    /// - Returns: the private agent's accounting (`nil` for a shared agent or none at all).
+    public func finish(deadline: Double) -> SessionPool.Accounting? {
+        let connection = state.withLock { s -> AgentConnection? in
+            s.closed = true
+            return s.connection
+        }
+        guard let connection else { return nil }
+        guard connection.childPid != nil else {
+            connection.close()
+            return nil
+        }
+        let result = connection.callBlocking("stop", .object(JSONObject()), timeout: deadline)
+        connection.close()
+        connection.reap(timeout: 1)
+        if case .success(let value) = result { return AgentService.accounting(value) }
+        return nil
+    }
+
+    /// Whether this process has an agent connection (and it is a shared one).
+    public var usesSharedAgent: Bool { state.withLock { $0.connection.map { $0.childPid == nil && $0.isOpen } ?? false } }
+}
+
+/// One open connection to an agent: newline-delimited JSON-RPC, requests matched to answers by
+/// id on a reading thread of its own.
+final class AgentConnection: Sendable {
+    let fd: Int32
+    /// The private agent's pid (to reap at exit); `nil` for the shared agent.
+    let childPid: Int32?
+    private struct State {
+        var open = true
+        var nextId = 0
+        var waiting: [Int: @Sendable (Result<JSONValue, RPCError>) -> Void] = [:]
+    }
+    private let state = Mutex(State())
+    private let writeLock = Mutex(())
+
+    init(fd: Int32, childPid: Int32?) {
+        self.fd = fd
+        self.childPid = childPid
+        DetachedThread.start { [self] in readLoop() }
+    }
+
+    var isOpen: Bool { state.withLock { $0.open } }
+
+    /// Sends `method` and waits (blocking the calling thread) at most `timeout` seconds.
+    func callBlocking(_ method: String, _ params: JSONValue, timeout: Double) -> Result<JSONValue, RPCError> {
+        let result = Mutex<Result<JSONValue, RPCError>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        send(method, params) { answer in
+            result.withLock { $0 = answer }
+            done.signal()
+        }
+        if done.wait(timeout: .now() + timeout) == .timedOut {
+            return .failure(AgentClient.unavailable("the agent did not answer \(method) within \(formatSeconds(timeout)) s", retryable: true))
+        }
+        return result.withLock { $0! }
+    }
+
+    /// The handshake: `nil` when the agent answered `hello` for this protocol, else what went wrong.
+    func handshake(timeout: Double) -> String? {
+        switch callBlocking("hello", ["protocol": .string(String(AgentLocation.protocolVersion))], timeout: timeout) {
+        case .success(let value) where value["protocol"]?.stringValue == String(AgentLocation.protocolVersion): return nil
+        case .success: return "answered the handshake for another protocol"
+        case .failure(let error): return "did not complete the handshake (\(error.message))"
+        }
+    }
+
+    /// Writes one request; `completion` gets its answer (or the loss of the connection).
+    func send(_ method: String, _ params: JSONValue, _ completion: @escaping @Sendable (Result<JSONValue, RPCError>) -> Void) {
+        let id: Int? = state.withLock { s in
+            guard s.open else { return nil }
+            s.nextId += 1
+            s.waiting[s.nextId] = completion
+            return s.nextId
+        }
+        guard let id else {
+            completion(.failure(AgentClient.unavailable("the connection to the agent was lost", retryable: true)))
+            return
+        }
+        var line: [UInt8] = []
+        JSONWriter.write(["jsonrpc": "2.0", "id": .number(String(id)), "method": .string(method), "params": params], into: &line)
+        line.append(0x0A)
+        let written = writeLock.withLock { _ in
+            line.withUnsafeBytes { raw -> Bool in
+                var offset = 0
+                while offset < raw.count {
+                    let n = Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+                    if n > 0 { offset += n } else if n < 0 && errno == EINTR { continue } else { return false }
+                }
+                return true
+            }
+        }
+        if !written { lost() }
+    }
+
+    private func readLoop() {
+        var pending: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            pending.append(contentsOf: buffer[0..<n])
+            while let newline = pending.firstIndex(of: 0x0A) {
+                let line = Array(pending[..<newline])
+                pending.removeSubrange(...newline)
+                deliver(line)
+            }
+        }
+        lost()
+        Glibc.close(fd)
+    }
+
+    private func deliver(_ line: [UInt8]) {
+        guard let message = try? JSONReader.parse(line), let idText = message["id"]?.numberValue, let id = Int(idText) else { return }
+        guard let completion = state.withLock({ $0.waiting.removeValue(forKey: id) }) else { return }
+        if let result = message["result"] {
+            completion(.success(result))
+        } else if let error = message["error"], let codeText = error["code"]?.numberValue, let code = Int(codeText) {
+            completion(.failure(RPCError(ErrorCode(rawValue: code), error["message"]?.stringValue ?? "Agent error", data: error["data"])))
+        } else {
+            completion(.failure(RPCError(.internalError, "Internal error")))
+        }
+    }
+
+    /// The connection ended: every call still waiting fails (retryable; the next call connects
+    /// again, starting a new agent if needed).
+    private func lost() {
+        let waiting = state.withLock { s -> [@Sendable (Result<JSONValue, RPCError>) -> Void] in
+            s.open = false
+            defer { s.waiting = [:] }
+            return Array(s.waiting.values)
+        }
+        let error = AgentClient.unavailable("the agent ended while this request was in flight; retry (a new agent is started)", retryable: true)
+        for completion in waiting { completion(.failure(error)) }
+    }
+
+    /// Closes the connection (the reading thread then ends it).
+    func close() {
+        shutdown(fd, Int32(SHUT_RDWR))
+    }
+
+    /// Waits up to `timeout` seconds for a private agent to exit.
+    func reap(timeout: Double) {
+        guard let pid = childPid else { return }
+        let deadline = monotonicSeconds() + timeout
+        var status: Int32 = 0
+        while waitpid(pid, &status, WNOHANG) == 0 && monotonicSeconds() < deadline { usleep(5_000) }
+    }
+}
+
+/// Runs `body` with `strings` as a NULL-terminated C array.
+func withCStrings<R>(_ strings: [String], _ body: ([UnsafeMutablePointer<CChar>?]) -> R) -> R {
+    var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
+    pointers.append(nil)
+    defer { for pointer in pointers { free(pointer) } }
+    return body(pointers)
+}

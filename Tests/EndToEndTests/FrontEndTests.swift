@@ -1,0 +1,107 @@
+import Foundation
+import Testing
+import JSONRPC
+
+/// The shared objects mapped into process `pid` (paths from `/proc/<pid>/maps`), or `nil` if
+/// they cannot be read. neon-auth is non-dumpable, so only root (CAP_SYS_PTRACE) may read them.
+func mappedLibraries(pid: Int32) -> Set<String>? {
+    // read(2) to the end: /proc files report size 0, so size-based readers may stop short.
+    let fd = open("/proc/\(pid)/maps", O_RDONLY)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 { return nil }
+        if n == 0 { break }
+        bytes += chunk[0..<n]
+    }
+    let text = String(decoding: bytes, as: UTF8.self)
+    guard !text.isEmpty else { return nil }
+    return Set(text.split(separator: "\n").compactMap { line in
+        line.split(separator: " ", omittingEmptySubsequences: true).last.flatMap { $0.hasPrefix("/") ? String($0) : nil }
+    })
+}
+
+/// Libraries the front-end must never map: networking and every part of Foundation (the agent
+/// makes every NeonCRM call; their loading is most of the start-up time they would add).
+let agentOnlyLibraries = ["libFoundationNetworking.so", "libcurl", "libFoundation.so", "lib_FoundationICU.so",
+                          "libFoundationEssentials.so", "libFoundationInternationalization.so"]
+
+@Suite("End to end: the front-end signs alone and leaves HTTP to its agent", .serialized)
+struct FrontEndTests {
+    @Test("neon-auth without neon-auth-agent: openSession gets -32006 naming what is missing, sign still works")
+    func missingAgent() throws {
+        let dir = try TempDir()
+        let binary = dir.path + "/neon-auth"
+        try FileManager.default.copyItem(atPath: try neonAuthBinary(), toPath: binary)
+        let key = "SENTINEL-agent-k:e+y/=%&é"
+        for mode in ["private", "shared"] {
+            let runtime = try RuntimeDirectory()
+            let neon = try NeonAuthProcess(arguments: ["--v1-base-url", "http://127.0.0.1:9/neonws/services/api", "--log-level", "debug"],
+                                           environment: ["NEON_AUTH_AGENT": mode, "XDG_RUNTIME_DIR": runtime.path], executable: binary)
+            neon.send(#"{"jsonrpc":"2.0","id":1,"method":"openSession","params":{"orgId":"acme","apiKey":"\#(key)"}}"#)
+            let failed = try neon.response()
+            #expect(failed["id"] == 1)
+            #expect(failed["error"]?["code"] == .number("-32006"), "\(failed)")
+            let message = try #require(failed["error"]?["message"]?.stringValue)
+            #expect(message.contains("neon-auth-agent was not found beside neon-auth"), "\(message)")
+            #expect(failed["error"]?["data"]?["retryable"] == .bool(false))
+            // The process keeps serving.
+            neon.send(#"{"jsonrpc":"2.0","id":2,"method":"sign","params":{"orgId":"acme","apiKey":"\#(key)"}}"#)
+            #expect(try neon.response()["result"]?["authorization"]?.stringValue == basic("acme", key))
+            neon.closeInput()
+            #expect(neon.waitForExit() == 0)
+            let stderr = neon.stderr.text
+            expectNoSecret(stderr, [key])
+            for form in secretForms(org: "acme", key: key) { #expect(!stderr.contains(form)) }
+        }
+    }
+
+    @Test("the front-end maps no networking or Foundation library, before or after openSession; its agent does the HTTP",
+          .enabled(if: getuid() == 0, "reading a non-dumpable process's /proc/<pid>/maps needs root (CAP_SYS_PTRACE)"))
+    func noFoundationInTheFrontEnd() throws {
+        let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
+        let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments)
+        neon.send(#"{"jsonrpc":"2.0","id":1,"method":"sign","params":{"orgId":"acme","apiKey":"\#(acmeKey)"}}"#)
+        #expect(try neon.response()["result"] != nil)
+        neon.send(#"{"jsonrpc":"2.0","id":2,"method":"openSession","params":{"orgId":"acme","apiKey":"\#(acmeKey)"}}"#)
+        #expect(try neon.response()["result"]?["reused"] == false)
+        let maps = try #require(mappedLibraries(pid: neon.process.processIdentifier))
+        #expect(maps.contains { $0.hasSuffix("/libswiftCore.so") }, "the maps were read")
+        for library in agentOnlyLibraries {
+            #expect(!maps.contains { $0.contains("/" + library) }, "\(library) is mapped in the front-end (after removing an import, an incremental debug build can keep a stale autolink entry: rm -rf .build)")
+        }
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
+        #expect(try fake.count("logouts", org: "acme") == 1, "the private agent logged out at exit")
+    }
+}
+
+/// A runtime directory of a test's own (`XDG_RUNTIME_DIR`, mode 0700): its agents never meet a
+/// user's or another test's. Every agent still serving there is stopped at deinit.
+final class RuntimeDirectory {
+    let path: String
+    init() throws {
+        path = NSTemporaryDirectory() + "neon-auth-run-" + UUID().uuidString.prefix(8)
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        chmod(path, 0o700)
+    }
+    deinit {
+        for pid in agentPids() { kill(pid, SIGKILL) }
+        try? FileManager.default.removeItem(atPath: path)
+    }
+
+    /// The agent processes serving sockets in this directory (by their command line; zombies excluded).
+    func agentPids() -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { Int32($0) }.filter { pid in
+            guard let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"),
+                  let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
+            let args = cmdline.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            let state = stat.split(separator: ")").last?.split(separator: " ").first
+            return state != "Z" && args.first?.hasSuffix("neon-auth-agent") == true && args.contains { $0.hasPrefix(path) }
+        }
+    }
+}
