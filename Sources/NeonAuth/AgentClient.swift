@@ -47,6 +47,7 @@ public final class AgentClient: Sendable {
         var senderRunning = false
     }
     private let outbound = Mutex(Outbound())
+    private let outboundReady = DispatchSemaphore(value: 0)
 
     /// - Parameters:
     ///   - settings: what the agent is started with (and what names the shared one).
@@ -106,26 +107,36 @@ public final class AgentClient: Sendable {
             return true
         }
         if startSender { DetachedThread.start { [self] in sendQueued() } }
+        outboundReady.signal()
     }
 
-    /// The sender thread: writes queued calls in order, connecting first when needed; ends when
-    /// the queue is empty.
+    /// The sender thread (one, for the life of the process): writes queued calls in order, all
+    /// that are waiting in one write, connecting first when needed.
     private func sendQueued() {
         while true {
-            let item = outbound.withLock { o -> (method: String, params: JSONValue, spawn: Bool, completion: @Sendable (Result<JSONValue?, RPCError>) -> Void)? in
-                if o.queue.isEmpty {
-                    o.senderRunning = false
-                    return nil
-                }
-                return o.queue.removeFirst()
+            outboundReady.wait()
+            let items = outbound.withLock { o -> [(method: String, params: JSONValue, spawn: Bool, completion: @Sendable (Result<JSONValue?, RPCError>) -> Void)] in
+                defer { o.queue.removeAll(keepingCapacity: true) }
+                return o.queue
             }
-            guard let item else { return }
-            switch connectBlocking(spawn: item.spawn) {
-            case .success(let connection?):
-                let completion = item.completion
-                connection.send(item.method, item.params) { completion($0.map { $0 }) }
-            case .success(nil): item.completion(.success(nil))
-            case .failure(let error): item.completion(.failure(error))
+            var index = 0
+            while index < items.count {
+                // With a live connection every call goes out in one write; without one, a run of
+                // calls with the same `spawn` shares one attempt to connect.
+                var end = index + 1
+                let live = state.withLock { $0.connection?.isOpen ?? false }
+                while end < items.count && (live || items[end].spawn == items[index].spawn) { end += 1 }
+                let run = items[index..<end]
+                switch connectBlocking(spawn: items[index].spawn) {
+                case .success(let connection?):
+                    connection.send(run.map { item in
+                        let completion = item.completion
+                        return (item.method, item.params, { @Sendable (result: Result<JSONValue, RPCError>) in completion(result.map { $0 }) })
+                    })
+                case .success(nil): for item in run { item.completion(.success(nil)) }
+                case .failure(let error): for item in run { item.completion(.failure(error)) }
+                }
+                index = end
             }
         }
     }
@@ -363,19 +374,29 @@ final class AgentConnection: Sendable {
 
     /// Writes one request; `completion` gets its answer (or the loss of the connection).
     func send(_ method: String, _ params: JSONValue, _ completion: @escaping @Sendable (Result<JSONValue, RPCError>) -> Void) {
-        let id: Int? = state.withLock { s in
+        send([(method, params, completion)])
+    }
+
+    /// Writes requests in order, in one write; each completion gets its answer (or the loss of
+    /// the connection).
+    func send(_ requests: [(String, JSONValue, @Sendable (Result<JSONValue, RPCError>) -> Void)]) {
+        let ids: [Int]? = state.withLock { s in
             guard s.open else { return nil }
-            s.nextId += 1
-            s.waiting[s.nextId] = completion
-            return s.nextId
+            return requests.map { request in
+                s.nextId += 1
+                s.waiting[s.nextId] = request.2
+                return s.nextId
+            }
         }
-        guard let id else {
-            completion(.failure(AgentClient.unavailable("the connection to the agent was lost", retryable: true)))
+        guard let ids else {
+            for request in requests { request.2(.failure(AgentClient.unavailable("the connection to the agent was lost", retryable: true))) }
             return
         }
         var line: [UInt8] = []
-        JSONWriter.write(["jsonrpc": "2.0", "id": .number(String(id)), "method": .string(method), "params": params], into: &line)
-        line.append(0x0A)
+        for (request, id) in zip(requests, ids) {
+            JSONWriter.write(["jsonrpc": "2.0", "id": .number(String(id)), "method": .string(request.0), "params": request.1], into: &line)
+            line.append(0x0A)
+        }
         let written = writeLock.withLock { _ in
             line.withUnsafeBytes { raw -> Bool in
                 var offset = 0
