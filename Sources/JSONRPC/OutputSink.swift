@@ -97,10 +97,36 @@ public final class OutputSink: Sendable {
         }
     }
 
-    /// Queues one message and wakes the writer.
+    /// Queues one message and wakes the writer (inside ``coalescing(_:)``, once at its end).
     public func send(_ message: JSONValue) {
         enqueue(message)
-        flush()
+        if let pending = Self.coalesced {
+            if !pending.sinks.contains(where: { $0 === self }) { pending.sinks.append(self) }
+        } else {
+            flush()
+        }
+    }
+
+    /// The sinks `send` queued to on this thread inside ``coalescing(_:)``.
+    private final class Coalesced { var sinks: [OutputSink] = [] }
+    private static let coalescingKey: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+    private static var coalesced: Coalesced? {
+        pthread_getspecific(coalescingKey).map { Unmanaged<Coalesced>.fromOpaque($0).takeUnretainedValue() }
+    }
+
+    /// Runs `body` with every ``send(_:)`` on this thread queued only, then flushes each sink
+    /// once: a reader that delivers many answers from one read writes them in one `write(2)`.
+    public static func coalescing(_ body: () -> Void) {
+        guard coalesced == nil else { return body() }
+        let pending = Coalesced()
+        pthread_setspecific(coalescingKey, Unmanaged.passUnretained(pending).toOpaque())
+        body()
+        pthread_setspecific(coalescingKey, nil)
+        for sink in pending.sinks { sink.flush() }
     }
 
     /// Writes what is queued: at once on the calling thread when that cannot block (nobody else

@@ -21,17 +21,22 @@ public final class StdioServer: Sendable {
     private let maxMessageBytes: Int
     private let pending = PendingAnswers()
     private let stopRequested = Atomic<Bool>(false)
+    private let afterRead: (@Sendable () -> Void)?
 
     /// - Parameters:
     ///   - inputFD: the descriptor requests are read from (never switched to non-blocking).
     ///   - output: where responses go.
     ///   - dispatcher: the method table.
     ///   - maxMessageBytes: the longest line accepted, in bytes, excluding its terminator.
-    public init(inputFD: Int32, output: OutputSink, dispatcher: Dispatcher, maxMessageBytes: Int) {
+    ///   - afterRead: called on the reading thread once the messages of each read are handled
+    ///     (e.g. to send on, in one write, what `.started` handlers queued for another process).
+    public init(inputFD: Int32, output: OutputSink, dispatcher: Dispatcher, maxMessageBytes: Int,
+                afterRead: (@Sendable () -> Void)? = nil) {
         self.inputFD = inputFD
         self.output = output
         self.dispatcher = dispatcher
         self.maxMessageBytes = maxMessageBytes
+        self.afterRead = afterRead
     }
 
     /// Reads and answers messages until end of input, a read error or ``requestStop()``, then
@@ -56,10 +61,16 @@ public final class StdioServer: Sendable {
                 break
             }
             if n == 0 { break }
-            decoder.consume(UnsafeBufferPointer(rebasing: chunk[0..<n]), onFraming: { output.framing = $0 }, handle: handleEvent)
+            // Answers given at once (a `.started` handler may reply before returning) go out
+            // together after the read, as the fast paths' do.
+            OutputSink.coalescing {
+                decoder.consume(UnsafeBufferPointer(rebasing: chunk[0..<n]), onFraming: { output.framing = $0 }, handle: handleEvent)
+            }
+            afterRead?()
             output.flush()
         }
         if !isStopping { decoder.finish(onFraming: { output.framing = $0 }, handle: handleEvent) }
+        afterRead?()
         output.flush()
     }
 

@@ -98,7 +98,9 @@ public final class AgentClient: Sendable {
     /// sender thread connects (starting an agent if needed) and writes.
     /// - Parameter completion: the result (`nil`: no agent runs and `spawn` was false), called
     ///   once, from another thread.
-    public func start(_ method: String, _ params: JSONValue, spawn: Bool = true,
+    /// - Parameter flush: `false` leaves the call queued until ``flush()`` (the reading thread
+    ///   flushes once per read, so that pipelined calls go out in one write).
+    public func start(_ method: String, _ params: JSONValue, spawn: Bool = true, flush: Bool = true,
                       completion: @escaping @Sendable (Result<JSONValue?, RPCError>) -> Void) {
         let startSender = outbound.withLock { o -> Bool in
             o.queue.append((method, params, spawn, completion))
@@ -107,7 +109,12 @@ public final class AgentClient: Sendable {
             return true
         }
         if startSender { DetachedThread.start { [self] in sendQueued() } }
-        outboundReady.signal()
+        if flush { outboundReady.signal() }
+    }
+
+    /// Sends every call queued with `flush: false`.
+    public func flush() {
+        if outbound.withLock({ !$0.queue.isEmpty }) { outboundReady.signal() }
     }
 
     /// The sender thread (one, for the life of the process): writes queued calls in order, all
@@ -418,10 +425,14 @@ final class AgentConnection: Sendable {
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { break }
             pending.append(contentsOf: buffer[0..<n])
-            while let newline = pending.firstIndex(of: 0x0A) {
-                let line = Array(pending[..<newline])
-                pending.removeSubrange(...newline)
-                deliver(line)
+            // The answers of one read reach the client in one write.
+            OutputSink.coalescing {
+                var start = 0
+                while let newline = pending[start...].firstIndex(of: 0x0A) {
+                    deliver(Array(pending[start..<newline]))
+                    start = newline + 1
+                }
+                pending.removeSubrange(..<start)
             }
         }
         lost()

@@ -135,7 +135,7 @@ public final class AgentService: Sendable {
     /// `closeSession`, started in request order: releasing one of this connection's holds
     /// without a logout is done at once (``SessionPool/releasePooled(_:)``); anything else in a task.
     private func startClose(_ params: JSONValue?, _ connection: Connection, _ reply: @escaping @Sendable (Result<JSONValue, any Error>) -> Void) {
-        if let p = try? Params(params, allowed: ["userSessionId", "logout"]), (try? p.optionalBool("logout")) ?? false == false,
+        if let p = try? Params(params, allowed: ["userSessionId", "logout"]), ((try? p.optionalBool("logout")) ?? false) == false,
            let raw = try? p.string("userSessionId") {
             let id = Secret(raw)
             if connection.count(id) ?? 0 > 0, pool.releasePooled(id) {

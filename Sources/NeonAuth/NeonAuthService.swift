@@ -189,10 +189,11 @@ public struct NeonAuthService: Sendable {
             reply(.failure(error))
             return
         }
-        open(resolved, replace: replace, params: p, attempt: 1, reply: reply)
+        open(resolved, replace: replace, params: p, attempt: 1, flush: false, reply: reply)
     }
 
-    private func open(_ resolved: Resolved, replace: String?, params p: Params, attempt: Int,
+    /// - Parameter flush: `false` on the reading thread, which flushes the agent's queue once per read.
+    private func open(_ resolved: Resolved, replace: String?, params p: Params, attempt: Int, flush: Bool,
                       reply: @escaping @Sendable (Result<JSONValue, RPCError>) -> Void) {
         let who = "org \(resolved.credential.orgId)" + (resolved.profile.map { " (profile \($0))" } ?? "")
         var request: JSONObject = [
@@ -201,7 +202,7 @@ public struct NeonAuthService: Sendable {
         ]
         if let profile = resolved.profile { request["profile"] = .string(profile) }
         if let replace { request["replace"] = .string(replace) }
-        agent.start("openSession", .object(request)) { [self] result in
+        agent.start("openSession", .object(request), flush: flush) { [self] result in
             switch result {
             case .success(let opened):
                 log?.debug("openSession: \(who): \(opened?["reused"] == .bool(true) ? "reused pooled session" : "new login")")
@@ -210,7 +211,7 @@ public struct NeonAuthService: Sendable {
                 if error.code == .credentialsChanged, attempt == 1, resolved.profile != nil,
                    let again = try? resolve(p), again.credential != resolved.credential {
                     log?.info("openSession: \(who): the profile's key changed during the login: opening with the new key")
-                    open(again, replace: nil, params: p, attempt: 2, reply: reply)
+                    open(again, replace: nil, params: p, attempt: 2, flush: true, reply: reply)
                     return
                 }
                 log?.info("openSession: \(who): \(error.message)")
@@ -234,7 +235,7 @@ public struct NeonAuthService: Sendable {
             reply(.failure(error))
             return
         }
-        agent.start("closeSession", ["userSessionId": .string(id), "logout": .bool(logout)], spawn: false) { result in
+        agent.start("closeSession", ["userSessionId": .string(id), "logout": .bool(logout)], spawn: false, flush: false) { result in
             switch result {
             case .success(let answer?): reply(.success(answer))
             case .success(nil): reply(.failure(AgentService.unknownSession))  // no agent: nothing this process opened is pooled

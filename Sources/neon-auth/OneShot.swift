@@ -91,7 +91,10 @@ enum OneShot {
             }
         case "session":
             if let replace { params["replace"] = .string(replace) }
-            let result = wait { reply in service.openSession(.object(params), reply: reply) }
+            let result = wait { reply in
+                service.openSession(.object(params), reply: reply)
+                agent.flush()
+            }
             _ = agent.finish(deadline: configuration.shutdownTimeout + 0.5)
             switch result {
             case .success(let opened):

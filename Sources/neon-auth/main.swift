@@ -91,7 +91,7 @@ let dispatcher = Dispatcher(handlers: handlers, fastPaths: service.fastPaths) { 
     counters.record(method: method, error: error)
 }
 let server = StdioServer(inputFD: 0, output: output, dispatcher: dispatcher,
-                         maxMessageBytes: configuration.maxMessageBytes)
+                         maxMessageBytes: configuration.maxMessageBytes, afterRead: { agent.flush() })
 lifecycle.server = server
 lifecycle.output = output
 lifecycle.installSignalHandlers(gracefulSignals)
