@@ -21,7 +21,12 @@ let package = Package(
         // The HTTP client over URLSession (Foundation, FoundationNetworking, libcurl): the agent's only.
         .target(name: "NeonAuthHTTP", dependencies: ["NeonAuth"]),
         .executableTarget(name: "neon-auth", dependencies: ["JSONRPC", "NeonAuth", "CNeonSystem"]),
-        .executableTarget(name: "neon-auth-agent", dependencies: ["JSONRPC", "NeonAuth", "NeonAuthHTTP", "CNeonSystem"]),
+        .executableTarget(name: "neon-auth-agent", dependencies: ["JSONRPC", "NeonAuth", "NeonAuthHTTP", "CNeonSystem"],
+                          // Sources/NeonAuthHTTP/CurlURLHandleFix.swift: these must reach the dynamic symbol table
+                          // to stand in for libcurl's (a work-around for a Foundation leak, Swift <= 6.3.x).
+                          linkerSettings: [.unsafeFlags(["-Xlinker", "--export-dynamic-symbol=curl_url",
+                                                         "-Xlinker", "--export-dynamic-symbol=curl_url_cleanup",
+                                                         "-Xlinker", "--export-dynamic-symbol=curl_free"], .when(platforms: [.linux]))]),
         .testTarget(name: "JSONRPCTests", dependencies: ["JSONRPC"]),
         .testTarget(name: "NeonAuthTests", dependencies: ["NeonAuth", "JSONRPC"]),
         .testTarget(name: "EndToEndTests", dependencies: ["JSONRPC"]),

@@ -38,6 +38,34 @@ public enum FormEncoding {
         form.map { escape($0.0) + "=" + escape($0.1) }.joined(separator: "&")
     }
 
+    /// `encode(form)` as bytes, written straight into one buffer allocated at its final size: no
+    /// intermediate string or growth copy holds the values (API key, session ID), so zeroing
+    /// the result once it has been handed over leaves none of them behind in the heap.
+    public static func encodedBytes(_ form: [(String, String)]) -> [UInt8] {
+        func encodedCount(_ text: String) -> Int { text.utf8.reduce(0) { $0 + (isUnreserved($1) ? 1 : 3) } }
+        let count = form.reduce(max(form.count - 1, 0)) { $0 + encodedCount($1.0) + 1 + encodedCount($1.1) }
+        var out: [UInt8] = []
+        out.reserveCapacity(count)
+        func append(_ text: String) {
+            for byte in text.utf8 {
+                if isUnreserved(byte) {
+                    out.append(byte)
+                } else {
+                    out.append(UInt8(ascii: "%"))
+                    out.append(hexDigits[Int(byte >> 4)])
+                    out.append(hexDigits[Int(byte & 0x0F)])
+                }
+            }
+        }
+        for (index, (name, value)) in form.enumerated() {
+            if index > 0 { out.append(UInt8(ascii: "&")) }
+            append(name)
+            out.append(UInt8(ascii: "="))
+            append(value)
+        }
+        return out
+    }
+
     /// One percent-encoded component: the UTF-8 bytes of `text`, each byte outside
     /// `A-Z a-z 0-9 - . _ ~` written as `%XX` (upper-case hex).
     public static func escape(_ text: String) -> String {

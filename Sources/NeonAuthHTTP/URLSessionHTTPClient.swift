@@ -41,7 +41,7 @@ public final class URLSessionHTTPClient: HTTPClient {
         request.setValue("application/x-www-form-urlencoded; charset=utf-8", forHTTPHeaderField: "Content-Type")
         request.setValue("application/json", forHTTPHeaderField: "Accept")
         request.setValue("neon-auth", forHTTPHeaderField: "User-Agent")
-        request.httpBody = Data(FormEncoding.encode(form).utf8)
+        request.httpBody = Self.wipedOnRelease(form)
         let exchange = Exchange()
         do {
             return try await withTaskCancellationHandler {
@@ -56,6 +56,23 @@ public final class URLSessionHTTPClient: HTTPClient {
         } catch {
             throw .unreachable
         }
+    }
+
+    /// The encoded form (it holds the API key or a session ID) in memory of ours that is zeroed
+    /// when Foundation lets go of it (the request and its task, at the end of the exchange),
+    /// instead of a `String` and a `Data` freed as they are. Foundation still copies the body
+    /// once (into `DispatchData`) and libcurl once more (its upload buffer); those are freed
+    /// unzeroed, out of our reach.
+    static func wipedOnRelease(_ form: [(String, String)]) -> Data {
+        var encoded = FormEncoding.encodedBytes(form)
+        defer { encoded.withUnsafeMutableBytes { if let base = $0.baseAddress { explicit_bzero(base, $0.count) } } }
+        guard !encoded.isEmpty else { return Data() }
+        let copy = UnsafeMutableRawPointer.allocate(byteCount: encoded.count, alignment: 1)
+        encoded.withUnsafeBytes { copy.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        return Data(bytesNoCopy: copy, count: encoded.count, deallocator: .custom { pointer, count in
+            explicit_bzero(pointer, count)  // glibc: a zeroing the compiler may not drop
+            pointer.deallocate()
+        })
     }
 
     /// One POST: resumes its continuation exactly once, whichever comes first of the response,

@@ -20,6 +20,7 @@ for fd: Int32 in 0...2 where fcntl(fd, F_GETFD) == -1 {
     }
 }
 ProxyEnvironment.prepare()
+_ = neon_auth_limit_malloc_arenas(2)  // before any thread: RSS stays flat over login bursts
 
 enum Mode { case shared(directory: String, name: String), stdio }
 var mode: Mode? = nil

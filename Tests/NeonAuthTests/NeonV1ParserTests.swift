@@ -102,4 +102,11 @@ struct NeonV1ParserTests {
         #expect(FormEncoding.encode([("login.apiKey", "a+b/c=d&e%f:g é"), ("login.orgid", "acme")])
             == "login.apiKey=a%2Bb%2Fc%3Dd%26e%25f%3Ag%20%C3%A9&login.orgid=acme")
     }
+
+    @Test("encodedBytes is encode's UTF-8")
+    func formEncodedBytes() {
+        for form in [[], [("", "")], [("login.apiKey", "a+b/c=d&e%f:g é"), ("login.orgid", "acme"), ("responseType", "json")]] {
+            #expect(FormEncoding.encodedBytes(form) == Array(FormEncoding.encode(form).utf8))
+        }
+    }
 }

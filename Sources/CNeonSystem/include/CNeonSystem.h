@@ -5,6 +5,12 @@
 /// same user) and sets the core file size limit to zero. Returns 0 on success, -1 otherwise.
 int neon_auth_harden_process(void);
 
+/// Caps glibc's malloc arenas at `count` (mallopt M_ARENA_MAX) unless MALLOC_ARENA_MAX is set:
+/// with one arena per busy thread (the default allows 8 per core), memory freed by one burst of
+/// requests is spread over many arenas and RSS climbs in steps. Call before threads start.
+/// Returns 0, or -1 when glibc refused.
+int neon_auth_limit_malloc_arenas(int count);
+
 /// Free bytes in the pipe behind `fd` (its capacity, F_GETPIPE_SZ, less the unread bytes,
 /// FIONREAD), or -1 when `fd` is not a pipe or the system cannot tell. (ioctl is variadic,
 /// so Swift cannot call it.)
