@@ -19,11 +19,22 @@ let package = Package(
         // sockaddr_un, and fork/exec between which only async-signal-safe calls may run).
         .target(name: "CNeonSystem"),
         // The HTTP client over URLSession (Foundation, FoundationNetworking, libcurl): the agent's only.
-        .target(name: "NeonAuthHTTP", dependencies: ["NeonAuth"]),
+        .target(name: "NeonAuthHTTP", dependencies: ["NeonAuth", "JSONRPC"]),
+        // Linked into neon-auth-agent only (never a library or the tests): its
+        // curl_multi_add_handle() takes precedence over libcurl's and puts the configured CA
+        // file and certificate verification on every libcurl transfer URLSession starts
+        // (URLSession on Linux has no setting for either).
+        .target(name: "CNeonCurlTrust"),
         .executableTarget(name: "neon-auth", dependencies: ["JSONRPC", "NeonAuth", "CNeonSystem"]),
-        .executableTarget(name: "neon-auth-agent", dependencies: ["JSONRPC", "NeonAuth", "NeonAuthHTTP", "CNeonSystem"]),
+        .executableTarget(name: "neon-auth-agent",
+                          dependencies: ["JSONRPC", "NeonAuth", "NeonAuthHTTP", "CNeonSystem", "CNeonCurlTrust"],
+                          // An executable exports no symbol by default (gold does not export it
+                          // for libFoundationNetworking's versioned reference either): without this,
+                          // libcurl's callers would never reach CNeonCurlTrust's definition (the
+                          // agent checks it at start-up and fails closed).
+                          linkerSettings: [.unsafeFlags(["-Xlinker", "--export-dynamic-symbol=curl_multi_add_handle"])]),
         .testTarget(name: "JSONRPCTests", dependencies: ["JSONRPC"]),
-        .testTarget(name: "NeonAuthTests", dependencies: ["NeonAuth", "JSONRPC"]),
+        .testTarget(name: "NeonAuthTests", dependencies: ["NeonAuth", "NeonAuthHTTP", "JSONRPC"]),
         .testTarget(name: "EndToEndTests", dependencies: ["JSONRPC"]),
     ]
 )
