@@ -19,16 +19,28 @@ let package = Package(
         // sockaddr_un, and fork/exec between which only async-signal-safe calls may run).
         .target(name: "CNeonSystem"),
         // The HTTP client over URLSession (Foundation, FoundationNetworking, libcurl): the agent's only.
-        .target(name: "NeonAuthHTTP", dependencies: ["NeonAuth"]),
+        .target(name: "NeonAuthHTTP", dependencies: ["NeonAuth", "JSONRPC"]),
+        // Linked into neon-auth-agent only (never a library or the tests): its
+        // curl_multi_add_handle() takes precedence over libcurl's and puts the configured CA
+        // file and certificate verification on every libcurl transfer URLSession starts
+        // (URLSession on Linux has no setting for either).
+        .target(name: "CNeonCurlTrust"),
         .executableTarget(name: "neon-auth", dependencies: ["JSONRPC", "NeonAuth", "CNeonSystem"]),
-        .executableTarget(name: "neon-auth-agent", dependencies: ["JSONRPC", "NeonAuth", "NeonAuthHTTP", "CNeonSystem"],
-                          // Sources/NeonAuthHTTP/CurlURLHandleFix.swift: these must reach the dynamic symbol table
-                          // to stand in for libcurl's (a work-around for a Foundation leak, Swift <= 6.3.x).
-                          linkerSettings: [.unsafeFlags(["-Xlinker", "--export-dynamic-symbol=curl_url",
+        .executableTarget(name: "neon-auth-agent",
+                          dependencies: ["JSONRPC", "NeonAuth", "NeonAuthHTTP", "CNeonSystem", "CNeonCurlTrust"],
+                          // An executable exports no symbol by default (gold does not export one for
+                          // libFoundationNetworking's versioned reference either). These must reach the
+                          // dynamic symbol table to stand in for libcurl's:
+                          // - curl_multi_add_handle (CNeonCurlTrust): the CA file and verification on
+                          //   every transfer (the agent checks it at start-up and fails closed);
+                          // - curl_url, curl_url_cleanup, curl_free (NeonAuthHTTP/CurlURLHandleFix.swift):
+                          //   a work-around for a Foundation leak, Swift <= 6.3.x.
+                          linkerSettings: [.unsafeFlags(["-Xlinker", "--export-dynamic-symbol=curl_multi_add_handle",
+                                                         "-Xlinker", "--export-dynamic-symbol=curl_url",
                                                          "-Xlinker", "--export-dynamic-symbol=curl_url_cleanup",
                                                          "-Xlinker", "--export-dynamic-symbol=curl_free"], .when(platforms: [.linux]))]),
         .testTarget(name: "JSONRPCTests", dependencies: ["JSONRPC"]),
-        .testTarget(name: "NeonAuthTests", dependencies: ["NeonAuth", "JSONRPC"]),
+        .testTarget(name: "NeonAuthTests", dependencies: ["NeonAuth", "NeonAuthHTTP", "JSONRPC"]),
         .testTarget(name: "EndToEndTests", dependencies: ["JSONRPC"]),
     ]
 )

@@ -11,11 +11,22 @@ Command line::
     python3 scripts/fake_neoncrm.py [--host 127.0.0.1] [--port 0]
         [--account ORG:KEY ...] [--idle-timeout SECONDS] [--login-delay SECONDS]
         [--session-id-style t13|hex32] [--api-versions 2.1-2.11] [--verbose]
+        [--tls-cert FILE --tls-key FILE [--tls-port N] [--tls-require-client-cert]]
 
 When ready it prints exactly one JSON line to stdout and nothing else, ever::
 
     {"port": N, "base": "http://127.0.0.1:N",
      "v1": "http://127.0.0.1:N/neonws/services/api", "v2": "http://127.0.0.1:N/v2"}
+
+With --tls-cert and --tls-key it also serves https, with that certificate chain, on a second
+port of the same host (the same API and state; the control API stays reachable over plain
+http at "base"), and the line gains
+``"tls": {"port": M, "base": "https://127.0.0.1:M", "v1": ..., "v2": ...}``. The stats count
+TLS connections (``tlsConnections``: accepted on the https port, ``tlsHandshakes``: completed,
+``tlsHandshakeFailures``: failed, e.g. because the client refused the certificate) and TLS
+client hellos that arrived on the plain http port (``tlsOnPlainPort``). With
+--tls-require-client-cert every handshake fails: the server demands a client certificate that
+no client has (a TLS handshake failure for tests).
 
 In-process use::
 
@@ -43,6 +54,7 @@ import re
 import secrets
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -239,6 +251,7 @@ class FakeNeonState:
         self.max_in_flight = {kind: collections.Counter() for kind in KINDS}
         self.hanging = 0
         self._hang_release = threading.Event()
+        self.tls = collections.Counter()  # connections, handshakes, handshakeFailures, onPlainPort
 
     def now(self) -> float:
         return time.monotonic() + self.clock_offset
@@ -543,7 +556,15 @@ class FakeNeonState:
                 "inFlight": {k: dict(v) for k, v in self.in_flight.items()},
                 "maxConcurrent": {k: dict(v) for k, v in self.max_in_flight.items()},
                 "hanging": self.hanging,
+                "tlsConnections": self.tls["connections"],
+                "tlsHandshakes": self.tls["handshakes"],
+                "tlsHandshakeFailures": self.tls["handshakeFailures"],
+                "tlsOnPlainPort": self.tls["onPlainPort"],
             }
+
+    def count_tls(self, name: str) -> None:
+        with self.lock:
+            self.tls[name] += 1
 
     def accounts_snapshot(self) -> list[dict[str, str]]:
         with self.lock:
@@ -1091,8 +1112,28 @@ class FakeNeonServer(http.server.ThreadingHTTPServer):
         self.state = state
         self.verbose = verbose
         self.stopping = threading.Event()
+        self.tls_server: FakeNeonTLSServer | None = None
         super().__init__(address, FakeNeonHandler)
         self.host = host
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # Count TLS client hellos sent to this plain http port (a client told https, talking
+        # to a server that speaks http) and answer them at once as a plain http server would,
+        # with a 400 (waiting for a request line could take as long as the client waits).
+        # (The peek blocks, as the handler's own first read would.)
+        try:
+            first = request.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return
+        if first == b"\x16":  # TLS record type 22: handshake
+            self.state.count_tls("onPlainPort")
+            try:
+                request.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                                b"Content-Length: 25\r\nConnection: close\r\n\r\n{\"error\": \"Bad Request\"}\n")
+            except OSError:
+                pass
+            return
+        super().finish_request(request, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
@@ -1106,17 +1147,86 @@ class FakeNeonServer(http.server.ThreadingHTTPServer):
     def port(self) -> int:
         return self.server_address[1]
 
+    scheme = "http"
+
     def info(self) -> dict[str, Any]:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        base = f"http://{host}:{self.port}"
-        return {"port": self.port, "base": base, "v1": base + V1_PATH, "v2": base + V2_PATH}
+        base = f"{self.scheme}://{host}:{self.port}"
+        out: dict[str, Any] = {"port": self.port, "base": base, "v1": base + V1_PATH, "v2": base + V2_PATH}
+        if self.tls_server is not None:
+            out["tls"] = self.tls_server.info()
+        return out
 
     def stop(self) -> None:
-        """Stop serving, wake hung requests and close the listening socket."""
+        """Stop serving, wake hung requests and close the listening socket(s)."""
         self.stopping.set()
         self.state.release_hangs()
+        if self.tls_server is not None:
+            self.tls_server.stop()
         self.shutdown()
         self.server_close()
+
+
+class FakeNeonTLSServer(FakeNeonServer):
+    """The same fake over https: each accepted connection's handshake runs on its own thread
+    (never in the accept loop) and is counted, whether it completes or fails."""
+
+    scheme = "https"
+
+    def __init__(self, address: tuple[str, int], state: FakeNeonState, context: ssl.SSLContext,
+                 verbose: bool = False) -> None:
+        self.context = context
+        super().__init__(address, state, verbose=verbose)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        self.state.count_tls("connections")
+        try:
+            request.settimeout(10.0)
+            tls = self.context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+        except (OSError, ssl.SSLError):
+            self.state.count_tls("handshakeFailures")
+            return
+        try:
+            tls.do_handshake()
+            tls.settimeout(None)
+        except (OSError, ssl.SSLError) as exc:
+            self.state.count_tls("handshakeFailures")
+            if self.verbose:
+                sys.stderr.write(f"fake-neoncrm: TLS handshake failed: {type(exc).__name__}: "
+                                 f"{getattr(exc, 'reason', None) or exc.__class__.__name__}\n")
+            # Keep the connection open until the client has read the alert and closes (at most
+            # 1 s), so that it sees the alert rather than a reset.
+            try:
+                tls.settimeout(1.0)
+                while socket.socket.recv(tls, 65536):
+                    pass
+            except OSError:
+                pass
+            try:
+                tls.close()
+            except OSError:
+                pass
+            return
+        self.state.count_tls("handshakes")
+        try:
+            self.RequestHandlerClass(tls, client_address, self)
+        finally:
+            try:
+                tls.close()
+            except OSError:
+                pass
+
+
+def tls_context(cert_file: str, key_file: str, require_client_cert: bool = False) -> ssl.SSLContext:
+    """A server context serving `cert_file` (a PEM chain, leaf first) with `key_file`; with
+    `require_client_cert`, one that demands a client certificate issued by `cert_file` itself
+    (which no client has: every handshake fails)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    if require_client_cert:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cert_file)
+    return context
 
 
 def _check_loopback(host: str) -> None:
@@ -1142,18 +1252,34 @@ def start_server(host: str = "127.0.0.1", port: int = 0, accounts: Any = None,
                  idle_timeout: float = 1800.0, login_delay: float = 0.0,
                  session_id_style: str = "t13", api_versions: Any = "2.1-2.11",
                  verbose: bool = False, tz: datetime.tzinfo = DEFAULT_TZ,
+                 tls_cert: str | None = None, tls_key: str | None = None, tls_port: int = 0,
+                 tls_require_client_cert: bool = False,
                  ) -> tuple[FakeNeonServer, threading.Thread]:
     """Start the fake in a daemon thread.
 
     accounts: ("org", "key") pairs, "org:key" strings, or a {org: key} dict.
+    tls_cert, tls_key: PEM files; when given, https is served too, on tls_port (0: ephemeral);
+    tls_require_client_cert makes every TLS handshake fail (a client certificate is demanded).
     Returns (server, thread); server.state is the FakeNeonState, server.info()
     the ready-line dict, server.stop() shuts it down.
     """
     _check_loopback(host)
+    if (tls_cert is None) != (tls_key is None):
+        raise ValueError("--tls-cert and --tls-key go together")
+    context = (tls_context(tls_cert, tls_key, tls_require_client_cert)
+               if tls_cert is not None and tls_key is not None else None)
     state = FakeNeonState(_accounts(accounts), idle_timeout=idle_timeout,
                           login_delay=login_delay, session_id_style=session_id_style,
                           api_versions=api_versions, tz=tz)
     server = FakeNeonServer((host, port), state, verbose=verbose)
+    if context is not None:
+        try:
+            server.tls_server = FakeNeonTLSServer((host, tls_port), state, context, verbose=verbose)
+        except OSError:
+            server.server_close()
+            raise
+        threading.Thread(target=server.tls_server.serve_forever, kwargs={"poll_interval": 0.1},
+                         name="fake-neoncrm-tls", daemon=True).start()
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                               name="fake-neoncrm", daemon=True)
     thread.start()
@@ -1174,6 +1300,8 @@ def main(argv: list[str] | None = None) -> int:
 
 control API (under /_control/; POST bodies are JSON objects):
   GET  stats            counters by org ID (logins, logouts, activeSessions, loginsByKey, ...)
+                        and TLS counts (tlsConnections, tlsHandshakes, tlsHandshakeFailures,
+                        tlsOnPlainPort)
   GET  mode             the current fault modes
   GET  accounts         org IDs and key fingerprints (never keys)
   POST reset            clear counters, sessions and modes; keep accounts
@@ -1197,13 +1325,20 @@ control API (under /_control/; POST bodies are JSON objects):
     parser.add_argument("--api-versions", default="2.1-2.11", metavar="2.A-2.B")
     parser.add_argument("--verbose", action="store_true",
                         help="one line per request on stderr (no secrets)")
+    parser.add_argument("--tls-cert", metavar="FILE",
+                        help="also serve https with this PEM certificate chain (leaf first); needs --tls-key")
+    parser.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
+    parser.add_argument("--tls-port", type=int, default=0, help="the https port (default 0 = ephemeral)")
+    parser.add_argument("--tls-require-client-cert", action="store_true",
+                        help="demand a client certificate nobody has: every TLS handshake fails")
     args = parser.parse_args(argv)
     try:
         accounts = [parse_account(a) for a in args.account]
         server, _ = start_server(args.host, args.port, accounts, args.idle_timeout,
                                  args.login_delay, args.session_id_style, args.api_versions,
-                                 args.verbose)
-    except (ValueError, OSError) as exc:
+                                 args.verbose, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                                 tls_port=args.tls_port, tls_require_client_cert=args.tls_require_client_cert)
+    except (ValueError, OSError, ssl.SSLError) as exc:
         sys.stderr.write(f"fake-neoncrm: {exc}\n")
         return 2
 

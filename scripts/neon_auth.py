@@ -79,6 +79,7 @@ class NeonAuthError(Exception):
     UNEXPECTED_RESPONSE = -32004    # unexpected response from NeonCRM
     SHUTTING_DOWN = -32005          # neon-auth is shutting down: retry with a new process
     AGENT_UNAVAILABLE = -32006      # neon-auth-agent missing, unreachable, or ended mid-call
+    TLS_FAILURE = -32007            # TLS to NeonCRM failed (data.reason: untrusted-issuer, expired...)
     UNKNOWN_SESSION = -32010        # unknown userSessionId
     SESSION_HAS_NO_HOLDER = -32011  # session is not held by anyone
     NO_CREDENTIALS = -32020         # no credentials found (data.searched says where)

@@ -28,6 +28,9 @@ public struct AgentSettings: Sendable, Equatable {
             "--shutdown-timeout", formatSeconds(c.shutdownTimeout), "--log-level", c.logLevel.name,
             "--agent-idle-exit", formatSeconds(idleExit),
         ]
+        // The CAs its TLS connections trust: part of the digest, so a front-end with another
+        // CA file (or none) never shares an agent that trusts something else.
+        if let trust = c.trust { flags += trust.agentArguments }
         return flags
     }
 

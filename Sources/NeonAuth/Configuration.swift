@@ -39,6 +39,10 @@ public struct Configuration: Sendable, Equatable {
     public var agentSettings: AgentSettings { AgentSettings(configuration: self, idleExit: agentIdleExit) }
     /// The longest request line accepted, bytes.
     public var maxMessageBytes = 1 << 20
+    /// The CAs NeonCRM's TLS connections trust (`--ca-file`, `NEON_AUTH_CA_FILE`,
+    /// `SSL_CERT_FILE`, `SSL_CERT_DIR`); `nil`: the system's store. Resolved by the front-end
+    /// and handed to its agent as flags (``AgentSettings/arguments``).
+    public var trust: TrustSettings?
 
     /// The session pool's timing policy these settings describe.
     public var poolPolicy: SessionPool.Policy {
@@ -71,6 +75,7 @@ public struct Configuration: Sendable, Equatable {
         ("--idle-timeout", "NEON_AUTH_IDLE_TIMEOUT", "SECONDS", "NeonCRM's session idle window (default: 1800)"),
         ("--idle-margin", "NEON_AUTH_IDLE_MARGIN", "SECONDS", "stop handing out a session this long before its idle window ends (default: 60)"),
         ("--credentials", "NEON_AUTH_CREDENTIALS", "PATH", "credentials file (default: $XDG_CONFIG_HOME/neon-auth/credentials.json, else ~/.config/neon-auth/credentials.json)"),
+        ("--ca-file", "NEON_AUTH_CA_FILE", "PATH", "CA certificates (PEM) trusted for NeonCRM instead of the system's (default: SSL_CERT_FILE, else the system store; verification is always on)"),
         ("--http-timeout", "NEON_AUTH_HTTP_TIMEOUT", "SECONDS", "total deadline of one login, retries included (default: 10)"),
         ("--connect-timeout", "NEON_AUTH_CONNECT_TIMEOUT", "SECONDS", "give up one HTTP attempt after this long without progress (default: 5)"),
         ("--refresh-ahead", "NEON_AUTH_REFRESH_AHEAD", "SECONDS", "start a background login this long before a session goes stale (default: 120, at most a quarter of the window)"),
@@ -199,6 +204,8 @@ public struct Configuration: Sendable, Equatable {
         if let s = try seconds("--refresh-ahead", allowZero: true) { config.refreshAhead = s }
         if let s = try seconds("--rejection-cache", allowZero: true) { config.rejectionCache = s }
         if let (raw, _) = value("--credentials") { config.credentialsPath = raw }
+        config.trust = try TrustSettings.resolve(explicit: value("--ca-file").map { (value: $0.0, source: $0.1) },
+                                                 environment: environment)
         if value("--idle-margin") == nil {  // not given (an empty variable counts as not given)
             config.idleMargin = min(config.idleMargin, config.idleTimeout / 10)
         }

@@ -12,10 +12,80 @@ public struct HTTPResponse: Sendable {
 public enum HTTPFailure: Error, Sendable, Equatable {
     /// The deadline passed before a whole response arrived.
     case timedOut
-    /// No connection could be made or it broke (refused, reset, DNS, TLS).
+    /// No connection could be made or it broke (refused, reset, DNS; a TLS connection closed
+    /// or reset by the peer in the middle of its handshake).
     case unreachable
     /// The exchange was cancelled (shutdown).
     case cancelled
+    /// The TLS handshake or the server's certificate failed: no request was sent (or, when
+    /// the server refused the client late in a TLS 1.3 handshake, none was answered).
+    case tls(TLSFailure)
+}
+
+/// Why a TLS connection failed, as a stable token (`data.reason` of error -32007).
+public enum TLSFailureReason: String, Sendable, Equatable, CaseIterable {
+    /// The certificate chain does not end at a trusted CA (e.g. a private or corporate CA that
+    /// was not given with `--ca-file`).
+    case untrustedIssuer = "untrusted-issuer"
+    /// The server's certificate is self-signed and not trusted.
+    case selfSigned = "self-signed"
+    /// The certificate is not valid for the host name (or address) of the base URL.
+    case hostNameMismatch = "host-name-mismatch"
+    /// The certificate (or one in its chain) has expired.
+    case expired
+    /// The certificate (or one in its chain) is not valid yet.
+    case notYetValid = "not-yet-valid"
+    /// Any other reason the certificate was refused (bad signature, wrong purpose, revoked...).
+    case certificateInvalid = "certificate-invalid"
+    /// The handshake itself failed (an alert, no protocol version or cipher in common...).
+    case handshakeFailed = "handshake-failed"
+    /// The server does not speak TLS on that port (e.g. plain http on an https URL).
+    case notTLS = "not-tls"
+    /// The configured CA file (or directory) could not be used.
+    case caFileUnusable = "ca-file-unusable"
+
+    /// What it means, for people (completes "NeonCRM's TLS certificate ..." or stands alone).
+    var explanation: String {
+        switch self {
+        case .untrustedIssuer:
+            return "its TLS certificate is not issued by a CA this machine trusts (a private or corporate CA must be "
+                + "given with --ca-file or NEON_AUTH_CA_FILE)"
+        case .selfSigned: return "its TLS certificate is self-signed"
+        case .hostNameMismatch: return "its TLS certificate is not valid for that host name (check the base URL)"
+        case .expired: return "its TLS certificate has expired (or this machine's clock is wrong)"
+        case .notYetValid: return "its TLS certificate is not valid yet (or this machine's clock is wrong)"
+        case .certificateInvalid: return "its TLS certificate was refused"
+        case .handshakeFailed: return "the TLS handshake failed"
+        case .notTLS: return "it does not speak TLS there (is it plain http? check the base URL's scheme and port)"
+        case .caFileUnusable: return "the configured CA file could not be used"
+        }
+    }
+}
+
+/// A failed TLS connection: why, and to which host. Holds no credential and no URL beyond
+/// `host:port`.
+public struct TLSFailure: Error, Sendable, Equatable {
+    public var reason: TLSFailureReason
+    /// `host` or `host:port` of the URL.
+    public var host: String
+    /// What the TLS stack said (libcurl's message, for logs), or empty.
+    public var detail: String
+
+    public init(reason: TLSFailureReason, host: String, detail: String = "") {
+        self.reason = reason
+        self.host = host
+        self.detail = detail
+    }
+
+    /// `host[:port]` of an absolute URL: between `://` and the next `/`, `?` or `#`, after any
+    /// user info (never part of it).
+    public static func host(of url: String) -> String {
+        var rest = Substring(url)
+        if let scheme = rest.firstRange(of: "://") { rest = rest[scheme.upperBound...] }
+        if let end = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) { rest = rest[..<end] }
+        if let at = rest.lastIndex(of: "@") { rest = rest[rest.index(after: at)...] }
+        return String(rest)
+    }
 }
 
 /// Sends form-encoded POST requests. The seam that tests replace.

@@ -29,6 +29,10 @@ public enum NeonError: Error, Sendable, Equatable {
     /// The login this call waited for was for an API key that the credentials file no longer
     /// holds (it changed while NeonCRM was answering); that session was logged out.
     case credentialsChanged
+    /// The TLS handshake with NeonCRM or its certificate failed. Not retryable: a certificate
+    /// does not fix itself within a login's deadline (a connection dropped mid-handshake is
+    /// `.unavailable` instead).
+    case tlsFailure(TLSFailure)
 }
 
 extension ErrorCode {
@@ -42,6 +46,9 @@ extension ErrorCode {
     public static let unexpectedResponse = ErrorCode(rawValue: -32004)
     /// -32005: neon-auth is shutting down and did not finish the call.
     public static let shuttingDown = ErrorCode(rawValue: -32005)
+    /// -32007: the TLS connection to NeonCRM failed (certificate or handshake).
+    /// `data`: `{"retryable": false, "reason", "host"}`.
+    public static let tlsFailure = ErrorCode(rawValue: -32007)
     /// -32023: the API key changed in the credentials file while this call waited for its login
     /// (the session for the old key was logged out); retry. `data`: `{"retryable": true}`.
     public static let credentialsChanged = ErrorCode(rawValue: -32023)
@@ -100,6 +107,10 @@ extension NeonError {
             return RPCError(.credentialsChanged,
                             "The API key changed in the credentials file while this request waited for NeonCRM's login; the session of the old key was logged out: retry",
                             data: ["retryable": true])
+        case .tlsFailure(let failure):
+            return RPCError(.tlsFailure,
+                            "TLS connection to NeonCRM at \(failure.host) failed (\(failure.reason.rawValue)): \(failure.reason.explanation)",
+                            data: ["retryable": false, "reason": .string(failure.reason.rawValue), "host": .string(failure.host)])
         }
     }
 }

@@ -51,6 +51,7 @@ public struct NeonV1API: Sendable {
             case .timedOut: throw .timedOut
             case .unreachable: throw .unavailable(httpStatus: nil, errors: [])
             case .cancelled: throw .cancelled
+            case .tls(let failure): throw .tlsFailure(failure)
             }
         }
     }

@@ -365,6 +365,9 @@ public enum OpenRPCDocument {
           "$ref": "#/components/errors/AgentUnavailable"
         },
         {
+          "$ref": "#/components/errors/TLSFailure"
+        },
+        {
           "$ref": "#/components/errors/NoCredentials"
         },
         {
@@ -1410,6 +1413,46 @@ public enum OpenRPCDocument {
             "reason": {
               "type": "string",
               "minLength": 1
+            }
+          }
+        }
+      },
+      "TLSFailure": {
+        "code": -32007,
+        "message": "The TLS connection to NeonCRM failed: its certificate was refused (untrusted issuer, self-signed, another host name, expired, not yet valid) or the TLS handshake failed (including a server that does not speak TLS on an https URL). Answered after the first attempt, never retried: a certificate does not fix itself. A private or corporate CA is trusted with --ca-file PATH (or NEON_AUTH_CA_FILE, or SSL_CERT_FILE); certificate verification cannot be turned off. A connection closed or reset in the middle of the handshake is -32002 instead (retryable).",
+        "data": {
+          "description": "Why, as a stable token, and which host (host or host:port of the base URL, nothing else of it).",
+          "x-presence": "always",
+          "type": "object",
+          "required": [
+            "retryable",
+            "reason",
+            "host"
+          ],
+          "additionalProperties": false,
+          "properties": {
+            "retryable": {
+              "const": false
+            },
+            "reason": {
+              "type": "string",
+              "enum": [
+                "untrusted-issuer",
+                "self-signed",
+                "host-name-mismatch",
+                "expired",
+                "not-yet-valid",
+                "certificate-invalid",
+                "handshake-failed",
+                "not-tls",
+                "ca-file-unusable"
+              ],
+              "description": "untrusted-issuer: the certificate chain does not end at a trusted CA; self-signed: the certificate is self-signed and not trusted; host-name-mismatch: it is not valid for the base URL's host; expired / not-yet-valid: outside its validity period (or this machine's clock is wrong); certificate-invalid: refused for another reason; handshake-failed: the TLS handshake failed (an alert, no protocol version or cipher in common); not-tls: the server does not speak TLS there (e.g. plain http); ca-file-unusable: the configured CA file could not be used, or cannot reach the agent's TLS library at all (then nothing was sent)."
+            },
+            "host": {
+              "type": "string",
+              "minLength": 1,
+              "description": "host or host:port, e.g. \"api.neoncrm.com\"."
             }
           }
         }

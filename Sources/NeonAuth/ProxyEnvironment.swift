@@ -10,7 +10,14 @@ public enum ProxyEnvironment {
     ///   loopback, for tests) never goes through a proxy named by `http_proxy`/`ALL_PROXY` in
     ///   clear text (https through a proxy stays end-to-end TLS and is left alone);
     /// - `URLSessionDebugLibcurl` and `URLSessionDebug` are removed: they make Foundation print
-    ///   request and response bodies (the API key, session IDs) to stderr.
+    ///   request and response bodies (the API key, session IDs) to stderr;
+    /// - `SSLKEYLOGFILE` is removed: libcurl would write each connection's TLS secrets there,
+    ///   which decrypt a capture of the login (the API key);
+    /// - `URLSessionCertificateAuthorityInfoFile` is removed: swift-corelibs-foundation reads it
+    ///   (on Android only, as of Swift 6.3) as the CA bundle, and its value
+    ///   `INSECURE_SSL_NO_VERIFY` turns certificate verification off. The agent's CAs are those
+    ///   of `--ca-file` (see `TrustSettings`), which the agent applies to every transfer along
+    ///   with verification, whatever any variable says.
     public static func prepare() {
         // libcurl reads `no_proxy` first, then `NO_PROXY`; `*` (the whole value) bypasses every
         // proxy already. Both variables get the loopback hosts plus the value libcurl would use.
@@ -24,6 +31,8 @@ public enum ProxyEnvironment {
         }
         unsetenv("URLSessionDebugLibcurl")
         unsetenv("URLSessionDebug")
+        unsetenv("SSLKEYLOGFILE")
+        unsetenv("URLSessionCertificateAuthorityInfoFile")
     }
 
 }

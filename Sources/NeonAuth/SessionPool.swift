@@ -613,7 +613,7 @@ extension NeonError {
     var isTransient: Bool {
         switch self {
         case .unavailable, .timedOut: return true
-        case .credentialsRejected, .unexpectedResponse, .cancelled, .credentialsChanged: return false
+        case .credentialsRejected, .unexpectedResponse, .cancelled, .credentialsChanged, .tlsFailure: return false
         }
     }
 }

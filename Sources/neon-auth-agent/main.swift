@@ -2,7 +2,8 @@
 // JSON-RPC 2.0 to neon-auth front-ends. Started by a front-end, never by hand:
 //   neon-auth-agent --shared DIR --name NAME [SETTINGS]   the per-user agent on DIR/NAME.sock
 //   neon-auth-agent --stdio [SETTINGS]                    a private agent on its stdin/stdout
-// SETTINGS are AgentSettings.arguments (base URLs, timeouts, log level, --agent-idle-exit).
+// SETTINGS are AgentSettings.arguments (base URLs, timeouts, log level, --agent-idle-exit, and
+// the CAs to trust: --ca-file PATH, --ca-directory DIRS, as the front-end resolved them).
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -19,12 +20,15 @@ for fd: Int32 in 0...2 where fcntl(fd, F_GETFD) == -1 {
         close(null)
     }
 }
+// Before any thread exists: no proxy for loopback, no Foundation debug output, no TLS key log,
+// no variable that Foundation reads for its CA bundle (see there).
 ProxyEnvironment.prepare()
 _ = neon_auth_limit_malloc_arenas(2)  // before any thread: RSS stays flat over login bursts
 
 enum Mode { case shared(directory: String, name: String), stdio }
 var mode: Mode? = nil
 var idleExit = AgentSettings.defaultIdleExit
+var caDirectory: String? = nil
 var rest: [String] = []
 var arguments = Array(CommandLine.arguments.dropFirst())[...]
 func fail(_ message: String) -> Never {
@@ -44,6 +48,9 @@ while let argument = arguments.popFirst() {
     case "--agent-idle-exit":
         guard let raw = arguments.popFirst(), let seconds = Double(raw), seconds >= 0 else { fail("--agent-idle-exit SECONDS") }
         idleExit = seconds
+    case "--ca-directory":
+        guard let raw = arguments.popFirst(), !raw.isEmpty else { fail("--ca-directory DIRS") }
+        caDirectory = raw
     case "--version":
         print("neon-auth-agent \(Configuration.version)")
         exit(0)
@@ -53,7 +60,9 @@ while let argument = arguments.popFirst() {
 guard let mode else { fail("started by neon-auth, not by hand (--shared DIR --name NAME, or --stdio)") }
 let configuration: Configuration
 do {
-    guard case .serve(let parsed) = try Configuration.parse(arguments: rest, environment: [:]) else { fail("unexpected arguments") }
+    // No environment: every setting comes from the flags, which name the shared agent.
+    guard case .serve(var parsed) = try Configuration.parse(arguments: rest, environment: [:]) else { fail("unexpected arguments") }
+    parsed.trust = try TrustSettings.agent(parsed: parsed.trust, caDirectory: caDirectory)
     configuration = parsed
 } catch {
     fail("\(error)")
@@ -72,7 +81,15 @@ signal(SIGHUP, SIG_IGN)
 signal(SIGPIPE, SIG_IGN)
 
 let log = Logger(level: configuration.logLevel, program: "neon-auth-agent")
-let http = URLSessionHTTPClient(connectTimeout: configuration.connectTimeout)
+// The CA file reaches libcurl through this executable's own curl_multi_add_handle (CNeonCurlTrust);
+// when it cannot, every login fails closed (-32007 ca-file-unusable) rather than trusting the system's store.
+let trust = CurlTrust.install(configuration.trust)
+if let unusable = trust?.unusable {
+    log.error("\(unusable): every NeonCRM call fails with -32007 (ca-file-unusable)")
+} else if let described = configuration.trust?.describedSource {
+    log.debug("TLS: trusting \(described) only, applied to every transfer")
+}
+let http = URLSessionHTTPClient(connectTimeout: configuration.connectTimeout, trust: trust, log: log)
 let pool = SessionPool(backend: HTTPSessionBackend(http: http, logoutTimeout: configuration.httpTimeout),
                        policy: configuration.poolPolicy)
 let lifecycle = AgentLifecycle(pool: pool, log: log, shutdownTimeout: configuration.shutdownTimeout)

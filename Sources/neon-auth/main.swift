@@ -65,6 +65,7 @@ _ = fcntl(protocolFD, F_SETFD, FD_CLOEXEC)
 _ = dup2(2, 1)
 
 let log = Logger(level: configuration.logLevel)
+if let warning = TrustSettings.ignoredVariablesWarning(environment: environment, trust: configuration.trust) { log.warn(warning) }
 // The session pool and every NeonCRM call live in neon-auth-agent, reached on first need: this
 // process signs locally and never loads Foundation or an HTTP stack.
 let agent = AgentClient(settings: configuration.agentSettings, mode: configuration.agentMode, environment: environment, log: log)
@@ -100,7 +101,8 @@ if isatty(0) == 1 {
     let hint = #"neon-auth: reading JSON-RPC 2.0 requests, one per line, e.g. {"jsonrpc":"2.0","id":1,"method":"sign"}; Ctrl-D ends, --help explains"# + "\n"
     _ = hint.utf8CString.withUnsafeBytes { write(2, $0.baseAddress, $0.count - 1) }
 }
-log.info("ready: v1 \(configuration.v1BaseURL), v2 \(configuration.v2BaseURL), NEON-API-VERSION \(configuration.apiVersion)")
+log.info("ready: v1 \(configuration.v1BaseURL), v2 \(configuration.v2BaseURL), NEON-API-VERSION \(configuration.apiVersion), "
+         + "trusting \(configuration.trust.map(\.describedSource) ?? "the system's CA store")")
 
 server.run()
 if let error = output.failure {

@@ -243,6 +243,9 @@ final class FakeNeonCRM {
     let base: String
     let v1: String
     let v2: String
+    /// The https side (with `--tls-cert`/`--tls-key` among the arguments): its base, v1 and v2
+    /// URLs and port. The control API stays at `base` (plain http).
+    let tls: (base: String, v1: String, v2: String, port: Int)?
 
     init(accounts: [(String, String)], extraArguments: [String] = []) throws {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -262,6 +265,26 @@ final class FakeNeonCRM {
         self.base = base
         self.v1 = v1
         self.v2 = v2
+        if let tls = info["tls"], let base = tls["base"]?.stringValue, let v1 = tls["v1"]?.stringValue,
+           let v2 = tls["v2"]?.stringValue, case .number(let port)? = tls["port"], let number = Int(port) {
+            self.tls = (base, v1, v2, number)
+        } else {
+            self.tls = nil
+        }
+    }
+
+    /// The fake serving https too, with the test certificate `certificate` (see
+    /// ``TestCertificates``) and any further fake arguments.
+    convenience init(accounts: [(String, String)], certificate: String, extraArguments: [String] = []) throws {
+        let certs = try TestCertificates.shared()
+        try self.init(accounts: accounts, extraArguments: ["--tls-cert", certs.cert(certificate), "--tls-key", certs.key(certificate)]
+                      + extraArguments)
+    }
+
+    /// A number from `/_control/stats` that is not per org (e.g. `tlsConnections`).
+    func stat(_ name: String) throws -> Int {
+        guard case .number(let n)? = try control("stats")[name] else { return -1 }
+        return Int(n) ?? -1
     }
 
     deinit {
@@ -307,4 +330,61 @@ func http(method: String, url: String, headers: [String: String] = [:], body: St
         throw HarnessError("HTTP \(method) \(url) did not complete")
     }
     return value
+}
+
+/// The test CA and certificates of `scripts/tls_test_certs.py`, made once per test process in
+/// a temporary directory (openssl CLI).
+final class TestCertificates: Sendable {
+    let directory: String
+    private let paths: [String: String]
+
+    private init() throws {
+        directory = NSTemporaryDirectory() + "neon-auth-test-certs-\(getpid())"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", repositoryRoot.appendingPathComponent("scripts/tls_test_certs.py").path, directory]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0, case .object(let object) = try JSONReader.parse([UInt8](data)) else {
+            throw HarnessError("scripts/tls_test_certs.py failed (is the openssl command installed?)")
+        }
+        // Removed when the test process exits (atexit takes no context: the name is the pid's).
+        atexit { try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + "neon-auth-test-certs-\(getpid())") }
+        paths = Dictionary(uniqueKeysWithValues: object.members.compactMap { member in member.value.stringValue.map { (member.key, $0) } })
+    }
+
+    private static let made = Mutex<Result<TestCertificates, HarnessError>?>(nil)
+
+    /// The certificates, made on first use.
+    static func shared() throws -> TestCertificates {
+        try made.withLock { made in
+            if made == nil {
+                do { made = .success(try TestCertificates()) } catch {
+                    made = .failure(error as? HarnessError ?? HarnessError("\(error)"))
+                }
+            }
+            return try made!.get()
+        }
+    }
+
+    /// The test CA's certificate (what `--ca-file` points at).
+    var ca: String { paths["ca"]! }
+    /// A CA certificate nobody is told to trust.
+    var otherCA: String { paths["other-ca"]! }
+    /// An OpenSSL hashed directory holding the test CA (for SSL_CERT_DIR).
+    var caDirectory: String { paths["ca-dir"]! }
+    /// Certificate and key files of the leaf `name` (good, untrusted, self-signed, wrong-host,
+    /// expired, not-yet-valid).
+    func cert(_ name: String) throws -> String {
+        guard let path = paths[name + ".cert"] else { throw HarnessError("no test certificate \(name)") }
+        return path
+    }
+    func key(_ name: String) throws -> String {
+        guard let path = paths[name + ".key"] else { throw HarnessError("no test key \(name)") }
+        return path
+    }
 }

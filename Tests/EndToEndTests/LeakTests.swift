@@ -100,12 +100,28 @@ struct LeakTests {
         kill(other.process.processIdentifier, SIGTERM)
         #expect(other.waitForExit() == 0)
 
+        // TLS failures (an expired certificate; plain http on an https URL), in a third process.
+        let expired = try FakeNeonCRM(accounts: [("acme", inlineKey)], certificate: "expired")
+        let tls = try NeonAuthProcess(arguments: ["--v1-base-url", try #require(expired.tls).v1, "--ca-file", TestCertificates.shared().ca,
+                                                  "--log-level", "debug"])
+        tls.send(open(1))
+        #expect(try tls.response(timeout: 20)["error"]?["data"]?["reason"] == "expired")
+        tls.closeInput()
+        #expect(tls.waitForExit() == 0)
+        let plain = try NeonAuthProcess(arguments: ["--v1-base-url", fake.v1.replacingOccurrences(of: "http://", with: "https://"),
+                                                    "--log-level", "debug"])
+        plain.send(open(1))
+        #expect(try plain.response(timeout: 20)["error"]?["data"]?["reason"] == "not-tls")
+        plain.closeInput()
+        #expect(plain.waitForExit() == 0)
+
         let forms = secretForms(org: "acme", key: inlineKey) + secretForms(org: "acme", key: inlineKey + "-wrong")
             + secretForms(org: "porg", key: profileKey) + secretForms(org: "rorg", key: "SENTINEL-REFUSED-555") + sessionIds
         #expect(!sessionIds.isEmpty)
-        let stdoutOutsideFields = (neon.stdout.text + other.stdout.text).split(separator: "\n").map { strippedOfAllowedFields(String($0)) }.joined(separator: "\n")
-        let stderr = neon.stderr.text + other.stderr.text
+        let stdoutOutsideFields = (neon.stdout.text + other.stdout.text + tls.stdout.text + plain.stdout.text).split(separator: "\n").map { strippedOfAllowedFields(String($0)) }.joined(separator: "\n")
+        let stderr = neon.stderr.text + other.stderr.text + tls.stderr.text + plain.stderr.text
         #expect(stderr.contains("neon-auth: debug:"), "debug logging was on")
+        #expect(tls.stderr.text.contains("neon-auth-agent: warn: TLS connection to NeonCRM"), "the agent's TLS warning was relayed")
         for form in forms {
             #expect(!stderr.contains(form), "stderr leaked a secret form")
             #expect(!stdoutOutsideFields.contains(form), "stdout leaked a secret form outside its field")

@@ -4,7 +4,7 @@ import Testing
 
 /// The base URL check decides where credentials may go: its narrow grammar must accept the
 /// URLs people use, refuse everything ambiguous, and read every accepted URL exactly as
-/// Foundation (which the HTTP plugin sends with) reads it.
+/// Foundation (which the agent sends with) reads it.
 @Suite("Base URL policy")
 struct BaseURLPolicyTests {
     @Test("accepted: https anywhere, http on loopback; the trailing slash is dropped", arguments: [
@@ -123,16 +123,18 @@ struct ConfigurationTests {
     }
 }
 
-@Suite("Process environment for the HTTP plugin", .serialized)
-struct PluginEnvironmentTests {
+@Suite("Process environment for the agent's HTTP stack", .serialized)
+struct AgentEnvironmentTests {
     func run(_ variables: [String: String?]) -> (lower: String?, upper: String?) {
-        let names = ["no_proxy", "NO_PROXY", "URLSessionDebugLibcurl", "URLSessionDebug"]
+        let names = ["no_proxy", "NO_PROXY", "URLSessionDebugLibcurl", "URLSessionDebug", "SSLKEYLOGFILE",
+                     "URLSessionCertificateAuthorityInfoFile"]
         let saved = names.map { ($0, getenv($0).map { String(cString: $0) }) }
         defer { for (name, value) in saved { if let value { setenv(name, value, 1) } else { unsetenv(name) } } }
         for name in names { unsetenv(name) }
         for (name, value) in variables { if let value { setenv(name, value, 1) } }
         ProxyEnvironment.prepare()
         #expect(getenv("URLSessionDebugLibcurl") == nil && getenv("URLSessionDebug") == nil)
+        #expect(getenv("SSLKEYLOGFILE") == nil && getenv("URLSessionCertificateAuthorityInfoFile") == nil)
         return (getenv("no_proxy").map { String(cString: $0) }, getenv("NO_PROXY").map { String(cString: $0) })
     }
 
@@ -145,5 +147,6 @@ struct PluginEnvironmentTests {
         #expect(run(["no_proxy": "*"]) == ("*", nil))
         #expect(run(["NO_PROXY": "*"]) == (nil, "*"))
         #expect(run(["URLSessionDebugLibcurl": "1", "URLSessionDebug": "1"]).lower == loopback)
+        #expect(run(["SSLKEYLOGFILE": "/tmp/keys.log", "URLSessionCertificateAuthorityInfoFile": "INSECURE_SSL_NO_VERIFY"]).lower == loopback)
     }
 }

@@ -46,9 +46,11 @@ struct SessionPoolFaultTests {
         #expect(await pool.counters.loginRetries == 2)
     }
 
-    @Test("credential rejections and unexpected responses are not retried, and leave the pool unchanged", arguments: [
+    @Test("credential rejections, unexpected responses and TLS failures are not retried, and leave the pool unchanged", arguments: [
         NeonError.credentialsRejected([NeonV1Error(code: "5", message: "no")]),
         .unexpectedResponse(reason: "body is not JSON", httpStatus: 200),
+        .tlsFailure(TLSFailure(reason: .expired, host: "api.neoncrm.com")),
+        .tlsFailure(TLSFailure(reason: .handshakeFailed, host: "api.neoncrm.com")),
     ])
     func notRetried(failure: NeonError) async throws {
         let pool = makePool()

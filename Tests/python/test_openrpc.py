@@ -24,7 +24,7 @@ TRANSPORT = {-32700, -32600, -32601, -32603}
 CREDENTIAL_SOURCES = {-32020, -32021, -32022}
 EXPECTED_ERRORS = {
     "sign": TRANSPORT | {-32602} | CREDENTIAL_SOURCES,
-    "openSession": TRANSPORT | {-32602, -32001, -32002, -32003, -32004, -32005, -32006, -32023} | CREDENTIAL_SOURCES,
+    "openSession": TRANSPORT | {-32602, -32001, -32002, -32003, -32004, -32005, -32006, -32007, -32023} | CREDENTIAL_SOURCES,
     # -32005: every request still waiting at the exit deadline gets it.
     "closeSession": TRANSPORT | {-32602, -32005, -32006, -32010, -32011},
     "status": TRANSPORT | {-32602, -32005},
@@ -211,6 +211,17 @@ def test_error_components(contract: Contract):
         assert data.get("description"), key
 
 
+def test_python_client_names_every_code(contract: Contract):
+    """scripts/neon_auth.py has a NeonAuthError constant for each code of the document."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from neon_auth import NeonAuthError
+    constants = {value for name, value in vars(NeonAuthError).items() if name.isupper() and isinstance(value, int)}
+    assert constants == {e["code"] for e in contract.doc["components"]["errors"].values()}
+    assert NeonAuthError.TLS_FAILURE == -32007
+
+
 ERROR_DATA_SAMPLES = [
     (-32600, {"limit": 1048576}, True),
     (-32600, {"limit": "1 MiB"}, False),
@@ -232,6 +243,13 @@ ERROR_DATA_SAMPLES = [
     (-32006, {"retryable": False, "reason": "neon-auth-agent was not found beside neon-auth"}, True),
     (-32006, {"retryable": True, "reason": "the agent ended while this request was in flight"}, True),
     (-32006, {"retryable": False}, False),
+    (-32007, {"retryable": False, "reason": "expired", "host": "api.neoncrm.com"}, True),
+    (-32007, {"retryable": False, "reason": "untrusted-issuer", "host": "127.0.0.1:8443"}, True),
+    (-32007, {"retryable": False, "reason": "not-tls", "host": "localhost:1"}, True),
+    (-32007, {"retryable": True, "reason": "expired", "host": "h"}, False),
+    (-32007, {"retryable": False, "reason": "certificate expired", "host": "h"}, False),
+    (-32007, {"retryable": False, "reason": "expired"}, False),
+    (-32007, {"retryable": False, "reason": "expired", "host": "h", "detail": "x"}, False),
     (-32020, {"searched": ["environment: NEON_ORG_ID, NEON_API_KEY", "/home/u/.config/neon-auth/credentials.json"]}, True),
     (-32020, {"searched": []}, True),
     (-32021, {"path": "/home/u/.config/neon-auth/credentials.json", "reason": "mode 644"}, True),
