@@ -184,12 +184,14 @@ public final class AgentClient: Sendable {
         case .absent: break
         }
         guard spawn else { return .success(nil) }
-        guard let executable else { return .failure(.init("neon-auth-agent was not found beside neon-auth")) }
+        guard let executable, access(executable, X_OK) == 0 else {
+            return .failure(.init("neon-auth-agent was not found beside neon-auth"))
+        }
         // One front-end starts the agent; the others wait for its lock, then find the agent.
         let lock = open(location.spawnLockPath, O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard lock >= 0 else { return .failure(.init("cannot open \(location.spawnLockPath): \(String(cString: strerror(errno)))")) }
         defer { close(lock) }
-        let lockDeadline = monotonicSeconds() + 7
+        let lockDeadline = monotonicSeconds() + 12
         while flock(lock, LOCK_EX | LOCK_NB) != 0 {
             guard errno == EWOULDBLOCK || errno == EINTR, monotonicSeconds() < lockDeadline else {
                 return .failure(.init("another neon-auth held the agent's spawn lock for too long"))
@@ -211,7 +213,7 @@ public final class AgentClient: Sendable {
         guard spawned == 0 else { return .failure(.init("could not start \(executable): \(String(cString: strerror(errno)))")) }
         // The agent renames its socket into place once it listens.
         var pause: useconds_t = 2_000
-        let readyDeadline = monotonicSeconds() + 5
+        let readyDeadline = monotonicSeconds() + 10
         while monotonicSeconds() < readyDeadline {
             switch attach(location.socketPath) {
             case .connected(let connection): return .success(connection)
@@ -221,7 +223,7 @@ public final class AgentClient: Sendable {
                 pause = min(pause * 2, 100_000)
             }
         }
-        return .failure(.init("the agent it started did not answer within 5 s (its log: \(location.logPath))"))
+        return .failure(.init("the agent it started did not answer within 10 s (its log: \(location.logPath))"))
     }
 
     private enum Attach {
@@ -254,7 +256,7 @@ public final class AgentClient: Sendable {
 
     /// Starts a private agent over a socketpair.
     private func connectPrivate() -> Result<AgentConnection, RPCError> {
-        guard let executable else {
+        guard let executable, access(executable, X_OK) == 0 else {
             return .failure(Self.unavailable("neon-auth-agent was not found beside neon-auth (install it with scripts/install)", retryable: false))
         }
         var pair: [Int32] = [0, 0]

@@ -166,11 +166,11 @@ public final class AgentService: Sendable {
         let key = try key(p)
         let label = SessionPool.Label(profile: try p.optionalString("profile"), environment: try p.optionalString("environment") ?? "production")
         let replace = try p.optionalString("replace").map(Secret.init)
-        if let replace, connection.count(replace) ?? 0 > 0 {
-            connection.remove(replace, all: false)  // open(replace:) releases the caller's hold on it
-        }
+        // Only this connection's own hold on the replaced session is released.
+        let held = replace.map { connection.count($0) ?? 0 > 0 } ?? false
+        if let replace, held { connection.remove(replace, all: false) }
         do {
-            let opened = try await pool.open(key, label: label, replace: replace)
+            let opened = try await pool.open(key, label: label, replace: replace, releasingHold: held)
             connection.add(opened.userSessionId)
             return ["userSessionId": .string(opened.userSessionId.exposedValue), "reused": .bool(opened.reused)]
         } catch {

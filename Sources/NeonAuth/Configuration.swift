@@ -10,9 +10,9 @@ public struct Configuration: Sendable, Equatable {
     /// Base URLs of the default environment (flags may point them elsewhere, e.g. a test fake).
     public var v1BaseURL = NeonEnvironment.production.v1BaseURL
     public var v2BaseURL = NeonEnvironment.production.v2BaseURL
-    /// Whether a base URL was given by flag or environment: then both base URLs hold for every
-    /// profile, whatever its `environment` says (a test set-up never reaches NeonCRM's hosts).
-    public var explicitBaseURLs = false
+    /// Whether the API v1 / API v2 base URL was given by flag or environment: then it holds for
+    /// every profile, whatever its `environment` says (a test set-up never reaches NeonCRM's hosts).
+    public var explicitV1BaseURL = false, explicitV2BaseURL = false
     /// `--credentials PATH`, if given.
     public var credentialsPath: String?
     public var apiVersion = NeonAPIVersion.pinned
@@ -92,7 +92,10 @@ public struct Configuration: Sendable, Equatable {
         var text = """
         neon-auth \(version): NeonCRM authentication as a JSON-RPC 2.0 service on stdin/stdout.
 
-        Usage: neon-auth [OPTIONS]
+        Usage: neon-auth [OPTIONS]                       the JSON-RPC service on stdin/stdout
+               neon-auth header [--profile NAME] [--api-version 2.N]   Authorization + NEON-API-VERSION lines
+               neon-auth session [--profile NAME] [--replace ID]       a user session ID from the shared pool
+               neon-auth agent status|stop                  the shared agent's pool, or end it
 
         Reads JSON-RPC 2.0 requests on stdin, one per line (or LSP Content-Length framing),
         and writes one response per line on stdout; logs go to stderr. Methods:
@@ -100,7 +103,10 @@ public struct Configuration: Sendable, Equatable {
           openSession    an API v1 user session ID from the pool; closeSession releases it
           status         the pool and counters (nothing secret)
           rpc.discover   the OpenRPC description of all of them
-        At end of input it answers what is in flight, logs out pooled sessions and exits 0.
+        Sessions live in neon-auth-agent, shared by every neon-auth of this user with the same
+        settings (started on first need; it exits after a minute with nothing to do): at end of
+        input neon-auth answers what is in flight and exits 0, and its sessions stay pooled for
+        the next process. With --agent private they are this process's own, logged out at exit.
 
         Credentials (never on the command line: argv is visible to every user in ps):
           "orgId" and "apiKey" in the request's params; or "profile": "NAME" from the
@@ -179,11 +185,11 @@ public struct Configuration: Sendable, Equatable {
         }
         if let (raw, source) = value("--v1-base-url") {
             config.v1BaseURL = try BaseURLPolicy.validate(raw, name: source)
-            config.explicitBaseURLs = true
+            config.explicitV1BaseURL = true
         }
         if let (raw, source) = value("--v2-base-url") {
             config.v2BaseURL = try BaseURLPolicy.validate(raw, name: source)
-            config.explicitBaseURLs = true
+            config.explicitV2BaseURL = true
         }
         if let (raw, source) = value("--api-version") {
             guard NeonAPIVersion.isWellFormed(raw) else { throw ConfigurationError("\(source): expected 2.N, e.g. \(NeonAPIVersion.pinned)") }

@@ -27,16 +27,17 @@ public struct ServiceSettings: Sendable {
     public var apiVersion: String
     /// Total deadline of one login, seconds (quoted in timeout errors).
     public var httpTimeout: Double
-    /// Base URLs given by flag or environment: `defaultEndpoints` serve every profile.
-    public var pinnedEndpoints: Bool
+    /// Base URLs given by flag or environment: each serves every profile.
+    public var pinnedV1: Bool, pinnedV2: Bool
 
     public init(defaultEnvironment: NeonEnvironment = .production, defaultEndpoints: Endpoints, apiVersion: String, httpTimeout: Double,
-                pinnedEndpoints: Bool = false) {
+                pinnedV1: Bool = false, pinnedV2: Bool = false) {
         self.defaultEnvironment = defaultEnvironment
         self.defaultEndpoints = defaultEndpoints
         self.apiVersion = apiVersion
         self.httpTimeout = httpTimeout
-        self.pinnedEndpoints = pinnedEndpoints
+        self.pinnedV1 = pinnedV1
+        self.pinnedV2 = pinnedV2
     }
 
     /// Settings for the given configuration.
@@ -47,15 +48,17 @@ public struct ServiceSettings: Sendable {
                   defaultEndpoints: Endpoints(v1BaseURL: configuration.v1BaseURL, v2BaseURL: configuration.v2BaseURL,
                                               environment: custom ? "custom" : env.rawValue),
                   apiVersion: configuration.apiVersion, httpTimeout: configuration.httpTimeout,
-                  pinnedEndpoints: configuration.explicitBaseURLs)
+                  pinnedV1: configuration.explicitV1BaseURL, pinnedV2: configuration.explicitV2BaseURL)
     }
 
-    /// The endpoints for a profile's environment (`nil`: the default environment). When base
-    /// URLs were given explicitly they serve every profile: no request and no `baseUrl` goes to
-    /// NeonCRM's own hosts because a profile says `production` or `trial`.
+    /// The endpoints for a profile's environment (`nil`: the default environment). A base URL
+    /// given explicitly serves every profile: no request and no `baseUrl` goes to NeonCRM's own
+    /// hosts because a profile says `production` or `trial`; one not given follows the profile.
     public func endpoints(for environment: NeonEnvironment?) -> Endpoints {
-        guard !pinnedEndpoints, let environment, environment != defaultEnvironment else { return defaultEndpoints }
-        return Endpoints(v1BaseURL: environment.v1BaseURL, v2BaseURL: environment.v2BaseURL, environment: environment.rawValue)
+        guard let environment, environment != defaultEnvironment, !(pinnedV1 && pinnedV2) else { return defaultEndpoints }
+        return Endpoints(v1BaseURL: pinnedV1 ? defaultEndpoints.v1BaseURL : environment.v1BaseURL,
+                         v2BaseURL: pinnedV2 ? defaultEndpoints.v2BaseURL : environment.v2BaseURL,
+                         environment: pinnedV1 || pinnedV2 ? "custom" : environment.rawValue)
     }
 }
 

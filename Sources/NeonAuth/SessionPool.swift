@@ -206,11 +206,13 @@ public actor SessionPool {
     ///   - replace: a session the caller found invalid (NeonCRM error 4); dropped if still current.
     /// - Throws: `NeonError` when a needed login fails (`.credentialsRejected` with `cachedFor`
     ///   set when the rejection was remembered).
-    public func open(_ key: Key, label: Label = Label(), replace: Secret? = nil) async throws(NeonError) -> Opened {
+    ///   - releasingHold: whether the caller holds `replace` (its hold is released); `false` for a
+    ///     caller that only names it (another process's holds are left alone).
+    public func open(_ key: Key, label: Label = Label(), replace: Secret? = nil, releasingHold: Bool = true) async throws(NeonError) -> Opened {
         if let replace {
             ledger.withLock { l in
                 guard let old = l.records[replace], old.key == key else { return }
-                if old.holders > 0 { old.holders -= 1 }
+                if releasingHold && old.holders > 0 { old.holders -= 1 }
                 if old.isCurrent {
                     tallies.replaces += 1
                     retire(old, in: &l)

@@ -18,6 +18,8 @@ final class AgentLifecycle: @unchecked Sendable {
     var quietStop = false
     /// The socket this agent bound: its path and (device, inode), set once by ``claim(_:)``.
     private let socket = Mutex<(path: String, device: UInt64, inode: UInt64)?>(nil)
+    /// The lifetime lock's descriptor (closed, releasing the lock, when the socket is given up).
+    private let lockFD = Mutex<Int32>(-1)
 
     init(pool: SessionPool, log: Logger, shutdownTimeout: Double) {
         self.pool = pool
@@ -40,10 +42,18 @@ final class AgentLifecycle: @unchecked Sendable {
             log.error("cannot open \(location.lockPath): \(String(cString: strerror(errno)))")
             exit(1)
         }
-        guard flock(lock, LOCK_EX | LOCK_NB) == 0 else {
-            log.info("another agent already serves \(location.socketPath)")
-            exit(0)
+        // An agent that is ending releases the lock as it unlinks its socket; one still serving
+        // keeps it (and its socket, which a front-end would have found): then this one exits.
+        let lockDeadline = monotonicSeconds() + 3
+        while flock(lock, LOCK_EX | LOCK_NB) != 0 {
+            var info = stat()
+            if stat(location.socketPath, &info) == 0 || monotonicSeconds() > lockDeadline {
+                log.info("another agent already serves \(location.socketPath)")
+                exit(0)
+            }
+            usleep(20_000)
         }
+        lockFD.withLock { $0 = lock }
         // Under the lock, a socket file left there is stale (its agent died without unlinking it).
         unlink(location.socketPath)
         let temporary = location.directory + "/.\(location.name).\(getpid())"
@@ -152,8 +162,14 @@ final class AgentLifecycle: @unchecked Sendable {
         exit(0)
     }
 
+    /// Gives the name up: unlinks the socket (if still its own) and releases the lifetime lock,
+    /// so that a new agent can serve the name while this one logs out.
     private func unlinkOwnSocket() {
         if ownsSocket, let path = socket.withLock({ $0?.path }) { unlink(path) }
+        lockFD.withLock { fd in
+            if fd >= 0 { close(fd) }
+            fd = -1
+        }
     }
 
     private func report(_ a: SessionPool.Accounting, reason: String) {

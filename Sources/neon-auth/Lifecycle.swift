@@ -112,7 +112,7 @@ final class Lifecycle: @unchecked Sendable {
                     log.info("\(Self.signalName(signo)) again: taken as the same request to stop")
                     continue
                 }
-                log.warn("second signal (\(Self.signalName(signo))): exiting at once, without logging out")
+                log.warn("second signal (\(Self.signalName(signo))): exiting at once, without waiting for logouts")
                 _exit(1)
             }
         }

@@ -51,7 +51,8 @@ enum OneShot {
                 case "--replace" where command == "session": replace = value
                 default: return usageError("neon-auth \(command) takes no \(argument)")
                 }
-            case "status", "stop" where command == "agent" && action == nil: action = argument
+            case "status" where command == "agent" && action == nil, "stop" where command == "agent" && action == nil:
+                action = argument
             case "-h", "--help":
                 printOut(usage + "\n")
                 return 0
@@ -90,12 +91,20 @@ enum OneShot {
                 return failure(error.message)
             }
         case "session":
+            if configuration.agentMode == .private {
+                return usageError("neon-auth session needs the shared agent: a private agent logs its sessions out as the command exits")
+            }
             if let replace { params["replace"] = .string(replace) }
             let result = wait { reply in
                 service.openSession(.object(params), reply: reply)
                 agent.flush()
             }
+            let shared = agent.usesSharedAgent
             _ = agent.finish(deadline: configuration.shutdownTimeout + 0.5)
+            if case .success = result, !shared {
+                // A private agent's session is logged out as this command exits: never print it.
+                return failure("the shared agent cannot be used (see the warning above), and a session from a private agent would be logged out as this command exits")
+            }
             switch result {
             case .success(let opened):
                 guard let id = opened["userSessionId"]?.stringValue else { return failure("the agent answered without a session id") }
@@ -152,12 +161,19 @@ enum OneShot {
         return result.withLock { $0! }
     }
 
+    /// Writes `text` to stdout; a write error ends the command with status 74 (`EX_IOERR`), as it
+    /// ends the service (a reader that went away, EPIPE, too: the answer was not delivered).
     private static func printOut(_ text: String) {
         let bytes = Array(text.utf8)
         var offset = 0
         while offset < bytes.count {
             let n = bytes[offset...].withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
-            if n <= 0 { return }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 {
+                let message = Array("neon-auth: cannot write to stdout: \(String(cString: strerror(n < 0 ? errno : EIO)))\n".utf8)
+                _ = message.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+                exit(74)
+            }
             offset += n
         }
     }

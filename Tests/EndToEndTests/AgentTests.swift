@@ -282,3 +282,86 @@ struct AgentTests {
         #expect(runtime.agentPids().isEmpty)
     }
 }
+
+/// Defects a fresh reviewer found in the agent, each pinned by a test.
+@Suite("End to end: the shared agent, regressions", .serialized)
+struct AgentRegressionTests {
+    @Test("`neon-auth session` never prints an id a private agent is about to log out")
+    func sessionNeedsTheSharedAgent() throws {
+        let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
+        let base = try TempDir()
+        let unsafe = base.path + "/neon-auth-\(geteuid())"
+        try FileManager.default.createDirectory(atPath: unsafe, withIntermediateDirectories: true)
+        chmod(unsafe, 0o777)
+        let env = ["NEON_ORG_ID": "acme", "NEON_API_KEY": acmeKey, "XDG_RUNTIME_DIR": "relative", "TMPDIR": base.path]
+        let (status, out, err) = try runNeonAuth(["session"] + fake.neonAuthArguments, environment: env)
+        #expect(status == 1 && out.isEmpty, "\(out) \(err)")
+        let (usage, nothing, _) = try runNeonAuth(["session", "--agent", "private"] + fake.neonAuthArguments, environment: env)
+        #expect(usage == 2 && nothing.isEmpty)
+        let logins = try fake.count("logins", org: "acme"), logouts = try fake.count("logouts", org: "acme")
+        #expect(logins == logouts)
+    }
+
+    @Test("a session started right after `agent stop` gets a new shared agent at once")
+    func sessionRightAfterStop() throws {
+        let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
+        try fake.control("mode", body: #"{"logoutDelay":1}"#)
+        let runtime = try RuntimeDirectory()
+        let env = ["NEON_ORG_ID": "acme", "NEON_API_KEY": acmeKey, "XDG_RUNTIME_DIR": runtime.path]
+        let (_, first, _) = try runNeonAuth(["session"] + fake.neonAuthArguments, environment: env)
+        // The old agent is still logging out (1 s) while the next command needs one.
+        let stopArguments = ["agent", "stop"] + fake.neonAuthArguments
+        let stopper = Thread { _ = try? runNeonAuth(stopArguments, environment: env) }
+        stopper.start()
+        usleep(300_000)
+        let start = Date()
+        let (status, second, err) = try runNeonAuth(["session"] + fake.neonAuthArguments, environment: env)
+        #expect(status == 0, "\(err)")
+        #expect(!second.isEmpty && second != first)
+        #expect(Date().timeIntervalSince(start) < 4, "no wait for the old agent to finish")
+        #expect(!err.contains("cannot be used"), "\(err)")
+        usleep(1_500_000)
+        _ = try runNeonAuth(["agent", "stop"] + fake.neonAuthArguments, environment: env)
+    }
+
+    @Test("--replace from another process leaves that process's holds alone")
+    func replaceKeepsOthersHolds() throws {
+        let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
+        let runtime = try RuntimeDirectory()
+        let env = ["NEON_ORG_ID": "acme", "NEON_API_KEY": acmeKey, "XDG_RUNTIME_DIR": runtime.path, "NEON_AUTH_AGENT": "shared"]
+        let neon = try NeonAuthProcess(arguments: fake.neonAuthArguments, environment: env)
+        neon.send(#"{"jsonrpc":"2.0","id":1,"method":"openSession"}"#)
+        let id = try #require(try neon.response(timeout: 20)["result"]?["userSessionId"]?.stringValue)
+        neon.send(#"{"jsonrpc":"2.0","id":2,"method":"openSession"}"#)
+        _ = try neon.response()
+        let (status, replacement, _) = try runNeonAuth(["session", "--replace", id] + fake.neonAuthArguments, environment: env)
+        #expect(status == 0 && !replacement.isEmpty)
+        // The first process still holds the old session twice: two releases, no logout yet.
+        for n in 3...4 {
+            neon.send(#"{"jsonrpc":"2.0","id":\#(n),"method":"closeSession","params":{"userSessionId":"\#(id)"}}"#)
+            let closed = try neon.response()
+            #expect(closed["result"]?["closed"] == .bool(true), "\(closed)")
+        }
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
+        _ = try runNeonAuth(["agent", "stop"] + fake.neonAuthArguments, environment: env)
+    }
+
+    @Test("one-shot commands: a write error exits 74; `agent stop status` is a usage error")
+    func oneShotEdges() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", "exec \"$0\" header >/dev/full", try neonAuthBinary()]
+        var env = ProcessInfo.processInfo.environment
+        env["NEON_ORG_ID"] = "acme"
+        env["NEON_API_KEY"] = acmeKey
+        process.environment = env
+        try process.run()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 74)
+        let (usage, _, _) = try runNeonAuth(["agent", "stop", "status"], environment: [:])
+        #expect(usage == 2)
+        let (headerStatus, _, _) = try runNeonAuth(["header", "status"], environment: ["NEON_ORG_ID": "acme", "NEON_API_KEY": acmeKey])
+        #expect(headerStatus == 2)
+    }
+}

@@ -54,6 +54,15 @@ struct DiagnosticsTests {
             #expect(neon.waitForExit() == 0)
         }
         #expect(try fake.count("logins", org: "acme") == 2, "every login went to the base URL given")
+        // Only one given: it holds, and the other follows the profile's environment.
+        let neon = try NeonAuthProcess(arguments: ["--v1-base-url", fake.v1, "--credentials", file])
+        neon.send(#"{"jsonrpc":"2.0","id":1,"method":"sign","params":{"profile":"t"}}"#)
+        #expect(try neon.response()["result"]?["baseUrl"]?.stringValue == "https://trial.neoncrm.com/v2")
+        neon.send(#"{"jsonrpc":"2.0","id":2,"method":"openSession","params":{"profile":"t"}}"#)
+        #expect(try neon.response(timeout: 20)["result"]?["userSessionId"] != nil)
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
+        #expect(try fake.count("logins", org: "acme") == 3)
     }
 
     @Test("the credentials file is strict: an unknown member or a duplicate profile is refused, naming it and the fix",
