@@ -14,6 +14,7 @@ enum {
     NEON_CURLOPT_SSL_VERIFYHOST = 81,  /* CURLOPTTYPE_LONG + 81 */
     NEON_CURLOPT_CAINFO = 10065,       /* CURLOPTTYPE_STRINGPOINT + 65 */
     NEON_CURLOPT_CAPATH = 10097,       /* CURLOPTTYPE_STRINGPOINT + 97 */
+    NEON_CURLOPT_CA_CACHE_TIMEOUT = 321, /* CURLOPTTYPE_LONG + 321, libcurl 7.87 and later */
 };
 
 typedef int (*multi_add_handle_fn)(void *multi, void *easy);
@@ -130,6 +131,10 @@ static void apply_trust(void *easy) {
     int ok = real_easy_setopt(easy, NEON_CURLOPT_SSL_VERIFYPEER, 1L) == 0;
     ok = (real_easy_setopt(easy, NEON_CURLOPT_SSL_VERIFYHOST, 2L) == 0) && ok;
     if (atomic_load(&trust_configured)) {
+        /* No cached CA store: a CA file that is fixed, or a CA taken out of it, holds for the
+         * next connection, not only after the agent restarts (libcurl caches it 24 h by
+         * default). Older libcurl has no such cache and refuses the option: not a failure. */
+        (void)real_easy_setopt(easy, NEON_CURLOPT_CA_CACHE_TIMEOUT, 0L);
         char *file = atomic_load(&trust_file);
         char *directory = atomic_load(&trust_directory);
         if (file != NULL) {

@@ -10,8 +10,10 @@ import Synchronization
 ///
 /// Methods (params by name):
 /// - `hello` `{"protocol": 1}` → `{"protocol": 1, "pid", "version"}`: the handshake.
-/// - `openSession` `{"v1BaseUrl", "orgId", "apiKey", "profile"?, "environment"?, "replace"?}`
-///   → `{"userSessionId", "reused"}`; the hold belongs to this connection.
+/// - `openSession` `{"v1BaseUrl", "orgId", "apiKey", "profile"?, "environment"?, "replace"?,
+///   "lasting"?}` → `{"userSessionId", "reused"}`; the hold belongs to this connection. With
+///   `lasting` (a one-shot `neon-auth session`), a session due for refresh is not handed out:
+///   the caller gets the refreshed one (see ``SessionPool/open(_:label:replace:releasingHold:lasting:)``).
 /// - `closeSession` `{"userSessionId", "logout"?}` → `{"closed": true, "loggedOut"}`: only for
 ///   a session handed to this connection (else -32010), releasing one of its holds (-32011
 ///   when it holds none any more, unless `logout`).
@@ -122,6 +124,7 @@ public final class AgentService: Sendable {
     /// in a task.
     private func startOpen(_ params: JSONValue?, _ connection: Connection, _ reply: @escaping @Sendable (Result<JSONValue, any Error>) -> Void) {
         if case .object(let object)? = params, object["replace"] == nil || object["replace"] == .null,
+           object["lasting"] == nil || object["lasting"] == .bool(false),
            let p = try? Params(params, allowed: Self.openMembers), let key = try? key(p), let id = pool.openPooled(key) {
             connection.add(id)
             reply(.success(["userSessionId": .string(id.exposedValue), "reused": true]))
@@ -149,7 +152,7 @@ public final class AgentService: Sendable {
         }
     }
 
-    static let openMembers: Set<String> = ["v1BaseUrl", "orgId", "apiKey", "profile", "environment", "replace"]
+    static let openMembers: Set<String> = ["v1BaseUrl", "orgId", "apiKey", "profile", "environment", "replace", "lasting"]
 
     private func key(_ p: Params) throws(RPCError) -> SessionPool.Key {
         let base = try p.string("v1BaseUrl")
@@ -166,11 +169,12 @@ public final class AgentService: Sendable {
         let key = try key(p)
         let label = SessionPool.Label(profile: try p.optionalString("profile"), environment: try p.optionalString("environment") ?? "production")
         let replace = try p.optionalString("replace").map(Secret.init)
+        let lasting = try p.optionalBool("lasting") ?? false
         // Only this connection's own hold on the replaced session is released.
         let held = replace.map { connection.count($0) ?? 0 > 0 } ?? false
         if let replace, held { connection.remove(replace, all: false) }
         do {
-            let opened = try await pool.open(key, label: label, replace: replace, releasingHold: held)
+            let opened = try await pool.open(key, label: label, replace: replace, releasingHold: held, lasting: lasting)
             connection.add(opened.userSessionId)
             return ["userSessionId": .string(opened.userSessionId.exposedValue), "reused": .bool(opened.reused)]
         } catch {

@@ -180,7 +180,8 @@ public struct NeonAuthService: Sendable {
     /// A profile whose key changes while its login is with NeonCRM is looked up once more and
     /// opened with the key the file holds now; a second change in that time, or inline
     /// credentials (which cannot be looked up again), get -32023.
-    public func openSession(_ params: JSONValue?, reply: @escaping @Sendable (Result<JSONValue, RPCError>) -> Void) {
+    /// - Parameter lasting: the caller keeps no hold (`neon-auth session`): see ``AgentService``.
+    public func openSession(_ params: JSONValue?, lasting: Bool = false, reply: @escaping @Sendable (Result<JSONValue, RPCError>) -> Void) {
         let p: Params
         let resolved: Resolved
         let replace: String?
@@ -192,11 +193,11 @@ public struct NeonAuthService: Sendable {
             reply(.failure(error))
             return
         }
-        open(resolved, replace: replace, params: p, attempt: 1, flush: false, reply: reply)
+        open(resolved, replace: replace, params: p, attempt: 1, flush: false, lasting: lasting, reply: reply)
     }
 
     /// - Parameter flush: `false` on the reading thread, which flushes the agent's queue once per read.
-    private func open(_ resolved: Resolved, replace: String?, params p: Params, attempt: Int, flush: Bool,
+    private func open(_ resolved: Resolved, replace: String?, params p: Params, attempt: Int, flush: Bool, lasting: Bool = false,
                       reply: @escaping @Sendable (Result<JSONValue, RPCError>) -> Void) {
         let who = "org \(resolved.credential.orgId)" + (resolved.profile.map { " (profile \($0))" } ?? "")
         var request: JSONObject = [
@@ -205,6 +206,7 @@ public struct NeonAuthService: Sendable {
         ]
         if let profile = resolved.profile { request["profile"] = .string(profile) }
         if let replace { request["replace"] = .string(replace) }
+        if lasting { request["lasting"] = true }
         agent.start("openSession", .object(request), flush: flush) { [self] result in
             switch result {
             case .success(let opened):
@@ -214,7 +216,7 @@ public struct NeonAuthService: Sendable {
                 if error.code == .credentialsChanged, attempt == 1, resolved.profile != nil,
                    let again = try? resolve(p), again.credential != resolved.credential {
                     log?.info("openSession: \(who): the profile's key changed during the login: opening with the new key")
-                    open(again, replace: nil, params: p, attempt: 2, flush: true, reply: reply)
+                    open(again, replace: nil, params: p, attempt: 2, flush: true, lasting: lasting, reply: reply)
                     return
                 }
                 log?.info("openSession: \(who): \(error.message)")

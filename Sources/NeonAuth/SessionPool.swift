@@ -208,7 +208,11 @@ public actor SessionPool {
     ///   set when the rejection was remembered).
     ///   - releasingHold: whether the caller holds `replace` (its hold is released); `false` for a
     ///     caller that only names it (another process's holds are left alone).
-    public func open(_ key: Key, label: Label = Label(), replace: Secret? = nil, releasingHold: Bool = true) async throws(NeonError) -> Opened {
+    ///   - lasting: the caller keeps no hold (a shell's `neon-auth session`): a session within
+    ///     `refreshAhead` of going stale is not handed out; the caller waits for the refresh and
+    ///     gets the new one, which stays valid after the caller lets go.
+    public func open(_ key: Key, label: Label = Label(), replace: Secret? = nil, releasingHold: Bool = true,
+                     lasting: Bool = false) async throws(NeonError) -> Opened {
         if let replace {
             ledger.withLock { l in
                 guard let old = l.records[replace], old.key == key else { return }
@@ -232,8 +236,13 @@ public actor SessionPool {
                 let now = clock()
                 if let record = l.current[key] {
                     if isFresh(record, now: now) {
-                        if idleSeconds(record, now: now) >= policy.idleTimeout - policy.idleMargin - policy.refreshAhead,
-                           flights[key] == nil {
+                        let refreshDue = idleSeconds(record, now: now) >= policy.idleTimeout - policy.idleMargin - policy.refreshAhead
+                        if refreshDue && lasting {
+                            // Replaced (and logged out, nobody holding it) as soon as the refresh
+                            // lands: wait for the new one instead.
+                            return .wait(flights[key] ?? startFlight(for: key, label: label, in: &l))
+                        }
+                        if refreshDue, flights[key] == nil {
                             _ = startFlight(for: key, label: label, in: &l)  // refresh ahead, in the background
                         }
                         record.holders += 1

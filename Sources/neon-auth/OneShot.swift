@@ -96,7 +96,7 @@ enum OneShot {
             }
             if let replace { params["replace"] = .string(replace) }
             let result = wait { reply in
-                service.openSession(.object(params), reply: reply)
+                service.openSession(.object(params), lasting: true, reply: reply)
                 agent.flush()
             }
             let shared = agent.usesSharedAgent

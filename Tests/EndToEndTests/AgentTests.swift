@@ -347,6 +347,25 @@ struct AgentRegressionTests {
         _ = try runNeonAuth(["agent", "stop"] + fake.neonAuthArguments, environment: env)
     }
 
+    @Test("an id printed by `neon-auth session` in the refresh-ahead window is the refreshed one, valid after the command")
+    func sessionInRefreshWindow() throws {
+        let fake = try FakeNeonCRM(accounts: [("acme", acmeKey)])
+        let runtime = try RuntimeDirectory()
+        let env = ["NEON_ORG_ID": "acme", "NEON_API_KEY": acmeKey, "XDG_RUNTIME_DIR": runtime.path]
+        // Stale after 19 idle seconds; refreshed ahead from 2 idle seconds on.
+        let arguments = ["session"] + fake.neonAuthArguments + ["--idle-timeout", "20", "--idle-margin", "1", "--refresh-ahead", "17"]
+        let (_, first, _) = try runNeonAuth(arguments, environment: env)
+        Thread.sleep(forTimeInterval: 2.5)
+        let (status, second, err) = try runNeonAuth(arguments, environment: env)
+        #expect(status == 0, "\(err)")
+        let id = second.trimmingCharacters(in: .newlines)
+        #expect(!id.isEmpty && second != first, "the refreshed session, not the one about to be retired")
+        usleep(300_000)
+        let (code, body) = try http(method: "GET", url: fake.v1 + "/account/listAccounts?responseType=json&userSessionId=" + id)
+        #expect(code == 200 && String(decoding: body, as: UTF8.self).contains("SUCCESS"), "the printed id still works")
+        _ = try runNeonAuth(["agent", "stop"] + Array(arguments.dropFirst()), environment: env)
+    }
+
     @Test("one-shot commands: a write error exits 74; `agent stop status` is a usage error")
     func oneShotEdges() throws {
         let process = Process()

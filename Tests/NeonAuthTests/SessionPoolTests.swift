@@ -114,6 +114,19 @@ struct SessionPoolTests {
         #expect(backend.loggedOut == [first.userSessionId.exposedValue])
     }
 
+    @Test("a lasting open in the refresh-ahead window waits for the refresh and gets the new session")
+    func lastingOpenWaitsForRefresh() async throws {
+        let pool = makePool(idle: 100, margin: 10, refreshAhead: 30)
+        let first = try await pool.open(acme)
+        _ = try await pool.close(first.userSessionId, logout: false)
+        clock.advance(70)  // within 30 s of going stale (at 90)
+        let lasting = try await pool.open(acme, lasting: true)
+        #expect(lasting.userSessionId != first.userSessionId && lasting.reused == false)
+        #expect(backend.logins == 2)
+        await waitForLogouts(1)
+        #expect(backend.loggedOut == [first.userSessionId.exposedValue], "the old one, held by nobody, is logged out")
+    }
+
     @Test("the pool's default clock counts suspend: bootTimeSeconds reads CLOCK_BOOTTIME")
     func bootTimeClock() {
         var boot = timespec(), mono = timespec()
