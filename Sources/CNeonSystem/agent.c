@@ -72,6 +72,26 @@ size_t neon_auth_unix_path_max(void) {
     return sizeof address.sun_path - 1;
 }
 
+/* In a forked child, before execve (async-signal-safe calls only): every signal at its
+ * default and unblocked, `in`/`out`/`err` as descriptors 0-2, and no other descriptor. */
+static void prepare_child(int in, int out, int err) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    struct sigaction defaults;
+    memset(&defaults, 0, sizeof defaults);
+    defaults.sa_handler = SIG_DFL;
+    for (int signo = 1; signo < NSIG; signo++) sigaction(signo, &defaults, NULL);
+    if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || (err != 2 && dup2(err, 2) < 0)) _exit(126);
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, 3, ~0U, 0) != 0)
+#endif
+    {
+        long max = sysconf(_SC_OPEN_MAX);
+        for (long fd = 3; fd < (max > 0 ? max : 65536); fd++) close((int)fd);
+    }
+}
+
 int neon_auth_spawn_detached(const char *path, char *const argv[], char *const envp[], int stderr_fd) {
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (null < 0) return -1;
@@ -88,24 +108,9 @@ int neon_auth_spawn_detached(const char *path, char *const argv[], char *const e
         pid_t grandchild = fork();
         if (grandchild < 0) _exit(126);
         if (grandchild > 0) _exit(0);  // the agent is reparented to init: no zombie is left anywhere
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        struct sigaction defaults;
-        memset(&defaults, 0, sizeof defaults);
-        defaults.sa_handler = SIG_DFL;
-        for (int signo = 1; signo < NSIG; signo++) sigaction(signo, &defaults, NULL);
-        int err = stderr_fd >= 0 ? stderr_fd : null;
-        if (dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(err, 2) < 0) _exit(126);
         // No other descriptor of the caller's reaches the agent (a pipe it held would keep a
         // pipeline's reader waiting for EOF).
-#ifdef SYS_close_range
-        if (syscall(SYS_close_range, 3, ~0U, 0) != 0)
-#endif
-        {
-            long max = sysconf(_SC_OPEN_MAX);
-            for (long fd = 3; fd < (max > 0 ? max : 65536); fd++) close((int)fd);
-        }
+        prepare_child(null, null, stderr_fd >= 0 ? stderr_fd : null);
         if (chdir("/") != 0) _exit(126);
         execve(path, argv, envp);
         _exit(127);
@@ -126,21 +131,7 @@ int neon_auth_spawn_child(const char *path, char *const argv[], char *const envp
     pid_t child = fork();
     if (child < 0) return -1;
     if (child == 0) {
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        struct sigaction defaults;
-        memset(&defaults, 0, sizeof defaults);
-        defaults.sa_handler = SIG_DFL;
-        for (int signo = 1; signo < NSIG; signo++) sigaction(signo, &defaults, NULL);
-        if (dup2(fd, 0) < 0 || dup2(fd, 1) < 0 || (stderr_fd >= 0 && dup2(stderr_fd, 2) < 0)) _exit(126);
-#ifdef SYS_close_range
-        if (syscall(SYS_close_range, 3, ~0U, 0) != 0)
-#endif
-        {
-            long max = sysconf(_SC_OPEN_MAX);
-            for (long other = 3; other < (max > 0 ? max : 65536); other++) close((int)other);
-        }
+        prepare_child(fd, fd, stderr_fd >= 0 ? stderr_fd : 2);
         execve(path, argv, envp);
         _exit(127);
     }

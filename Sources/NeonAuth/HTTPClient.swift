@@ -116,17 +116,7 @@ public enum FormEncoding {
         let count = form.reduce(max(form.count - 1, 0)) { $0 + encodedCount($1.0) + 1 + encodedCount($1.1) }
         var out: [UInt8] = []
         out.reserveCapacity(count)
-        func append(_ text: String) {
-            for byte in text.utf8 {
-                if isUnreserved(byte) {
-                    out.append(byte)
-                } else {
-                    out.append(UInt8(ascii: "%"))
-                    out.append(hexDigits[Int(byte >> 4)])
-                    out.append(hexDigits[Int(byte & 0x0F)])
-                }
-            }
-        }
+        func append(_ text: String) { appendEscaped(text, keeping: isUnreserved, into: &out) }
         for (index, (name, value)) in form.enumerated() {
             if index > 0 { out.append(UInt8(ascii: "&")) }
             append(name)
@@ -146,6 +136,13 @@ public enum FormEncoding {
     static func escape(_ text: String, keeping keep: (UInt8) -> Bool) -> String {
         var out: [UInt8] = []
         out.reserveCapacity(text.utf8.count)
+        appendEscaped(text, keeping: keep, into: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Appends `text` percent-encoded as UTF-8 to `out`: each byte for which `keep` is false
+    /// as `%XX` (upper-case hex).
+    static func appendEscaped(_ text: String, keeping keep: (UInt8) -> Bool, into out: inout [UInt8]) {
         for byte in text.utf8 {
             if keep(byte) {
                 out.append(byte)
@@ -155,7 +152,6 @@ public enum FormEncoding {
                 out.append(hexDigits[Int(byte & 0x0F)])
             }
         }
-        return String(decoding: out, as: UTF8.self)
     }
 
     private static let hexDigits: [UInt8] = Array("0123456789ABCDEF".utf8)

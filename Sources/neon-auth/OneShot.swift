@@ -114,7 +114,7 @@ enum OneShot {
                 return failure(error.message)
             }
         default:  // agent status | stop
-            let result: Result<JSONValue?, RPCError> = waitOptional { reply in
+            let result: Result<JSONValue?, RPCError> = wait { reply in
                 agent.start(action == "stop" ? "stop" : "status", .object(JSONObject()), spawn: false, completion: reply)
             }
             switch result {
@@ -139,19 +139,9 @@ enum OneShot {
         }
     }
 
-    private static func wait(_ body: (@escaping @Sendable (Result<JSONValue, RPCError>) -> Void) -> Void) -> Result<JSONValue, RPCError> {
-        let result = Mutex<Result<JSONValue, RPCError>?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        body { answer in
-            result.withLock { $0 = answer }
-            done.signal()
-        }
-        done.wait()
-        return result.withLock { $0! }
-    }
-
-    private static func waitOptional(_ body: (@escaping @Sendable (Result<JSONValue?, RPCError>) -> Void) -> Void) -> Result<JSONValue?, RPCError> {
-        let result = Mutex<Result<JSONValue?, RPCError>?>(nil)
+    /// Starts `body` and blocks until it delivers its one result.
+    private static func wait<Value: Sendable>(_ body: (@escaping @Sendable (Result<Value, RPCError>) -> Void) -> Void) -> Result<Value, RPCError> {
+        let result = Mutex<Result<Value, RPCError>?>(nil)
         let done = DispatchSemaphore(value: 0)
         body { answer in
             result.withLock { $0 = answer }
