@@ -112,7 +112,8 @@ struct TransportTests {
 
     @Test("an unread stderr never blocks the service")
     func unreadStderr() throws {
-        let neon = try NeonAuthProcess(arguments: ["--log-level", "debug", "--v1-base-url", "http://127.0.0.1:9/x"], collectOutput: false)
+        let neon = try NeonAuthProcess(arguments: ["--log-level", "debug", "--v1-base-url", "http://127.0.0.1:9/x", "--http-timeout", "2"],
+                                       collectOutput: false)
         let out = PipeCollector(neon.stdoutPipe.fileHandleForReading)
         // Each failing openSession logs a line; 1500 of them overflow a 64 KiB pipe buffer.
         let request = (0..<1500).map { #"{"jsonrpc":"2.0","id":\#($0),"method":"openSession","params":{"orgId":"acme-with-a-long-org-id-to-fill-the-log","apiKey":"k"}}"# + "\n" }.joined()
