@@ -337,6 +337,22 @@ public enum Framing: Sendable, Equatable {
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }
 
+/// The standard descriptors, as a process must find them before it opens anything.
+public enum StandardDescriptors {
+    /// Points each of descriptors 0-2 that is closed at `/dev/null`. Call first thing: if a
+    /// parent closed stderr, the next file opened (the protocol's duplicate of stdout, a
+    /// socket) would land on fd 2, and log lines would corrupt it.
+    public static func openClosed() {
+        for fd: Int32 in 0...2 where fcntl(fd, F_GETFD) == -1 {
+            let null = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY)
+            if null >= 0 && null != fd {
+                _ = dup2(null, fd)
+                close(null)
+            }
+        }
+    }
+}
+
 /// Plain detached OS threads, for work that blocks (a blocked write or wait must not sit on
 /// the cooperative pool, where it would starve other work).
 public enum DetachedThread {

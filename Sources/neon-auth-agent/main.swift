@@ -13,13 +13,7 @@ import JSONRPC
 import NeonAuth
 import NeonAuthHTTP
 
-for fd: Int32 in 0...2 where fcntl(fd, F_GETFD) == -1 {
-    let null = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY)
-    if null >= 0 && null != fd {
-        _ = dup2(null, fd)
-        close(null)
-    }
-}
+StandardDescriptors.openClosed()
 // Before any thread exists: no proxy for loopback, no Foundation debug output, no TLS key log,
 // no variable that Foundation reads for its CA bundle (see there).
 ProxyEnvironment.prepare()

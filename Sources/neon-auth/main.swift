@@ -10,13 +10,7 @@ import CNeonSystem
 // Descriptors 0-2 must be open before anything else is opened: if a parent closed stderr, the
 // protocol's duplicate of stdout (or any file) would land on fd 2 and logs would corrupt the
 // stream. Closed ones are pointed at /dev/null.
-for fd: Int32 in 0...2 where fcntl(fd, F_GETFD) == -1 {
-    let null = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY)
-    if null >= 0 && null != fd {
-        _ = dup2(null, fd)
-        close(null)
-    }
-}
+StandardDescriptors.openClosed()
 let environment = Configuration.processEnvironment()
 // One-shot commands for shells (`neon-auth header`, `session`, `agent status|stop`).
 if let command = CommandLine.arguments.dropFirst().first, OneShot.commands.contains(command) {
