@@ -34,15 +34,17 @@ public final class Dispatcher: Sendable {
 
     /// Tries the fast path for a message: appends the response object's bytes to `out`.
     /// - Returns: `true` when answered; `false` leaves `out` unchanged for the general path.
-    public func answerFast(_ bytes: UnsafeBufferPointer<UInt8>, into out: inout [UInt8]) -> Bool {
-        guard !fastPaths.isEmpty, let request = FlatRequest.scan(bytes) else { return false }
+    public func answerFast(_ bytes: UnsafeBufferPointer<UInt8>, into out: inout OutputBuffer) -> Bool {
+        guard !fastPaths.isEmpty else { return false }
+        var request = FlatRequest(over: bytes)
+        guard FlatRequest.scan(bytes, into: &request) else { return false }
         for entry in fastPaths where request.methodIs(entry.name) {
             let mark = out.count
             if entry.path(request, &out) {
                 observer?(entry.method, nil)
                 return true
             }
-            out.removeSubrange(mark...)
+            out.truncate(to: mark)
             return false
         }
         return false

@@ -9,10 +9,13 @@ import CNeonSystem
 
 /// The single owner of the protocol output descriptor.
 ///
-/// Producers queue whole framed messages and never write themselves: one dedicated writer
-/// thread drains the queue with large `write(2)` calls, so a message is never split or
-/// interleaved with another, and a client that reads slowly never blocks the reader or the
-/// concurrency pool. The reader applies backpressure with ``waitForRoom()``: when more than
+/// Messages are written whole and never interleaved. What can go out without blocking is
+/// written at once by the thread that has it: the reading thread hands over a whole read's
+/// answers (see ``beginStaging()``) in one `write(2)` when the descriptor has room (a pipe's
+/// free space, grown to 1 MiB when the system allows, less a margin; a socket's with
+/// `MSG_DONTWAIT`; any amount for a file or /dev/null). The rest is queued for one dedicated
+/// writer thread that writes with blocking calls, so a client that reads slowly never blocks the
+/// reader or the concurrency pool. The reader applies backpressure with ``waitForRoom()``: when more than
 /// `maxQueuedBytes` wait to be written it stops reading requests until the client catches up.
 /// Below that bound it paces itself only while the client is reading: past `paceBytes` queued,
 /// it waits for the writer as long as the last write completed within `paceWindow` seconds, so
@@ -38,6 +41,15 @@ public final class OutputSink: Sendable {
     }
 
     private let fd: Int32
+    /// One of the `NEON_AUTH_OUTPUT_` kinds (CNeonSystem), decided once.
+    private let kind: Int32
+    /// A pipe's capacity in bytes (after growing it), read once: a pipe shrunk later by someone
+    /// else can make a direct write wait until the client reads.
+    private let pipeCapacity: Int
+    /// The reading thread's buffer for one read's answers (see ``beginStaging()``).
+    private nonisolated(unsafe) let staged: UnsafeMutablePointer<OutputBuffer>
+    /// The thread between ``beginStaging()`` and ``endStaging()`` (0: none).
+    private let stagingThread = Atomic<UInt>(0)
     private let state = Mutex(State())
     private let wake = DispatchSemaphore(value: 0)
     private let room = DispatchSemaphore(value: 0)
@@ -54,8 +66,33 @@ public final class OutputSink: Sendable {
         self.fd = fd
         self.maxQueuedBytes = maxQueuedBytes
         self.onBroken = onBroken
+        var kind = neon_auth_output_kind(fd)
+        var capacity = 0
+        if kind == Int32(NEON_AUTH_OUTPUT_PIPE) {
+            // A read's answers (about 2.1 bytes out per byte in for `sign`, so up to ~140 KiB
+            // per 64 KiB read) then fit in one write while the client keeps up.
+            capacity = neon_auth_grow_pipe(fd, Self.pipeGoal)
+            if capacity <= 0 { kind = Int32(NEON_AUTH_OUTPUT_OTHER) }
+        }
+        self.kind = kind
+        pipeCapacity = capacity
+        staged = .allocate(capacity: 1)
+        staged.initialize(to: OutputBuffer())
         DetachedThread.start { [self] in writerLoop() }
     }
+
+    deinit {
+        staged.pointee.release()
+        staged.deinitialize(count: 1)
+        staged.deallocate()
+    }
+
+    /// The pipe capacity asked for, bytes (Linux's default /proc/sys/fs/pipe-max-size).
+    static let pipeGoal = 1 << 20
+    /// Room left unused in a pipe by a direct write: the pipe's pages cannot all be filled when
+    /// the client has read part of one (up to two pages), and a log line written to the same
+    /// pipe (`2>&1`) at the same time must fit too.
+    static let pipeMargin = 3 * Int(PIPE_BUF)
 
     /// The framing used for output; switched once by the reader when it detects LSP-style input.
     public var framing: Framing {
@@ -70,41 +107,78 @@ public final class OutputSink: Sendable {
     public var failure: Int32? { state.withLock { $0.failure } }
 
     /// Queues one message without waking the writer (the reader batches a whole read's worth
-    /// of responses, then calls ``flush()``).
+    /// of responses, then calls ``flush()``). On the staging thread it joins the read's answers.
     public func enqueue(_ message: JSONValue) {
         var body: [UInt8] = []
         body.reserveCapacity(256)
         JSONWriter.write(message, into: &body)
+        if isStagingThread {
+            let framing = state.withLock { $0.framing }
+            framing.append(body, to: &staged.pointee)
+            return
+        }
         state.withLock { state in
             guard !state.broken else { return }
             state.framing.append(body, to: &state.pending)
         }
     }
 
-    /// Lets `body` append one message's bytes straight into the queue (newline-delimited
-    /// framing only), avoiding a copy on the hot path.
-    /// - Returns: `false` (queue unchanged) when `body` declines or framing is not newline-delimited.
-    public func enqueue(appending body: (inout [UInt8]) -> Bool) -> Bool {
-        state.withLock { state in
-            guard state.framing == .newlineDelimited, !state.broken else { return false }
-            let mark = state.pending.count
-            guard body(&state.pending) else {
-                state.pending.removeSubrange(mark...)
-                return false
-            }
-            state.pending.append(0x0A)
-            return true
-        }
-    }
-
-    /// Queues one message and wakes the writer (inside ``coalescing(_:)``, once at its end).
+    /// Queues one message and wakes the writer (inside ``coalescing(_:)``, once at its end; on the
+    /// staging thread, it goes out with the read's answers).
     public func send(_ message: JSONValue) {
         enqueue(message)
+        if isStagingThread { return }
         if let pending = Self.coalesced {
             if !pending.sinks.contains(where: { $0 === self }) { pending.sinks.append(self) }
         } else {
             flush()
         }
+    }
+
+    private var isStagingThread: Bool {
+        let thread = stagingThread.load(ordering: .relaxed)
+        return thread != 0 && thread == UInt(pthread_self())
+    }
+
+    /// Starts collecting what the calling thread (the one reading requests) answers: every
+    /// ``enqueue(_:)``, ``send(_:)`` and ``stage(appending:)`` from it goes to one buffer until
+    /// ``endStaging()`` hands the whole buffer over at once.
+    public func beginStaging() {
+        stagingThread.store(UInt(pthread_self()), ordering: .relaxed)
+    }
+
+    /// Lets `body` append one message's bytes (newline-delimited framing; the caller checks)
+    /// to the read's answers, without a lock. Only between ``beginStaging()`` and
+    /// ``endStaging()``, on that thread.
+    /// - Returns: `false` (nothing added) when `body` declines.
+    @inline(__always)
+    public func stage(appending body: (inout OutputBuffer) -> Bool) -> Bool {
+        guard body(&staged.pointee) else { return false }
+        staged.pointee.append(0x0A)
+        return true
+    }
+
+    /// Ends ``beginStaging()``: writes the read's answers at once as far as the descriptor
+    /// takes them without blocking, and queues the rest (and what others queued) for the writer.
+    public func endStaging() {
+        stagingThread.store(0, ordering: .relaxed)
+        let buffer = staged
+        guard buffer.pointee.count > 0 else {
+            flush()
+            return
+        }
+        let direct = state.withLock { state -> Bool in
+            if state.broken { return false }
+            if state.pending.isEmpty && !state.writing && !state.directWriting {
+                state.directWriting = true
+                return true
+            }
+            state.pending.append(contentsOf: buffer.pointee.bytes)
+            return false
+        }
+        if direct { finishDirect(buffer.pointee.bytes) }
+        buffer.pointee.removeAll()
+        wakeWriterIfNeeded()
     }
 
     /// The sinks `send` queued to on this thread inside ``coalescing(_:)``.
@@ -129,43 +203,91 @@ public final class OutputSink: Sendable {
         for sink in pending.sinks { sink.flush() }
     }
 
-    /// Writes what is queued: at once on the calling thread when that cannot block (nobody else
-    /// is writing, at most `PIPE_BUF` bytes are queued and the descriptor reports room), which
-    /// saves a thread hand-off per round trip; otherwise by waking the writer thread.
+    /// Writes what is queued: at once on the calling thread as far as the descriptor takes it
+    /// without blocking (nobody else writing), which saves a thread hand-off per round trip;
+    /// the rest by waking the writer thread.
     public func flush() {
         var chunk: [UInt8] = []
         let direct = state.withLock { state -> Bool in
-            guard !state.writing, !state.directWriting, !state.broken, !state.pending.isEmpty,
-                  state.pending.count <= Int(PIPE_BUF) else { return false }
+            guard !state.writing, !state.directWriting, !state.broken, !state.pending.isEmpty else { return false }
             state.directWriting = true
             swap(&chunk, &state.pending)
             return true
         }
-        if direct {
-            var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-            let writable = poll(&pfd, 1, 0) == 1 && pfd.revents & Int16(POLLOUT) != 0
-            let failure = writable ? writeAll(chunk) : 0
-            let first = state.withLock { state -> Bool in
-                state.directWriting = false
-                if !writable {
-                    chunk.append(contentsOf: state.pending)
-                    state.pending = chunk
-                } else if failure != 0 {
-                    defer { state.broken = true }
-                    state.pending = []
-                    if !state.broken { state.failure = failure }
-                    return !state.broken
-                }
-                return false
+        if direct { chunk.withUnsafeBytes { finishDirect($0) } }
+        wakeWriterIfNeeded()
+    }
+
+    /// Writes what `bytes` the descriptor takes now (the caller set `directWriting`), then
+    /// puts the rest back at the head of the queue and clears `directWriting`.
+    private func finishDirect(_ bytes: UnsafeRawBufferPointer) {
+        let (written, failure) = writeWithoutBlocking(bytes)
+        let now = written > 0 ? monotonicSeconds() : 0
+        let first = state.withLock { state -> Bool in
+            state.directWriting = false
+            if written > 0 {
+                state.written += written
+                state.lastWriteDone = now
             }
-            if first { onBroken(failure) }
+            if failure != 0 {
+                defer { state.broken = true }
+                state.pending = []
+                if !state.broken { state.failure = failure }
+                return !state.broken
+            }
+            if written < bytes.count {
+                var rest = Array(UnsafeRawBufferPointer(rebasing: bytes[written...]))
+                rest.append(contentsOf: state.pending)
+                state.pending = rest
+            }
+            return false
         }
+        if first { onBroken(failure) }
+    }
+
+    private func wakeWriterIfNeeded() {
         let wakeWriter = state.withLock { state -> Bool in
             guard state.writerSleeping, !state.pending.isEmpty || state.closed, !state.directWriting else { return false }
             state.writerSleeping = false
             return true
         }
         if wakeWriter { wake.signal() }
+    }
+
+    /// Writes as much of `bytes` as the descriptor takes without waiting for the client.
+    /// - Returns: the bytes written, and 0 or the `errno` of a failed write.
+    private func writeWithoutBlocking(_ bytes: UnsafeRawBufferPointer) -> (Int, Int32) {
+        var offset = 0
+        while offset < bytes.count {
+            let left = bytes.count - offset
+            let n: Int
+            switch kind {
+            case Int32(NEON_AUTH_OUTPUT_NEVER_BLOCKS):
+                n = write(fd, bytes.baseAddress! + offset, left)
+            case Int32(NEON_AUTH_OUTPUT_PIPE):
+                let unread = neon_auth_pipe_unread(fd)
+                let room = unread < 0 ? 0 : pipeCapacity - Int(unread) - Self.pipeMargin
+                guard room > 0 else { return (offset, 0) }
+                n = write(fd, bytes.baseAddress! + offset, min(left, room))
+            case Int32(NEON_AUTH_OUTPUT_SOCKET):
+                n = Glibc.send(fd, bytes.baseAddress! + offset, left, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL))
+            default:
+                var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                guard poll(&pfd, 1, 0) == 1, pfd.revents & Int16(POLLOUT) != 0 else { return (offset, 0) }
+                n = write(fd, bytes.baseAddress! + offset, min(left, Int(PIPE_BUF)))
+                if n > 0 { return (offset + n, 0) }  // poll promised PIPE_BUF bytes at most
+            }
+            if n > 0 {
+                offset += n
+            } else if n < 0 && errno == EINTR {
+                continue
+            } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                return (offset, 0)  // full (a socket), or someone made the descriptor non-blocking
+            } else {
+                return (offset, n == 0 ? EIO : errno)
+            }
+        }
+        return (offset, 0)
     }
 
     /// Most bytes handed to one `write(2)`; to a pipe, no more than the room left in it (at
@@ -316,6 +438,18 @@ public enum Framing: Sendable, Equatable {
             out.append(0x0A)
         case .contentLength:
             out.append(contentsOf: "Content-Length: \(message.count)\r\n\r\n".utf8)
+            out.append(contentsOf: message)
+        }
+    }
+
+    /// Appends `message`, framed, to `out`.
+    public func append(_ message: [UInt8], to out: inout OutputBuffer) {
+        switch self {
+        case .newlineDelimited:
+            out.append(contentsOf: message)
+            out.append(0x0A)
+        case .contentLength:
+            out.append(contentsOf: Array("Content-Length: \(message.count)\r\n\r\n".utf8))
             out.append(contentsOf: message)
         }
     }

@@ -21,6 +21,8 @@ public final class StdioServer: Sendable {
     private let maxMessageBytes: Int
     private let pending = PendingAnswers()
     private let stopRequested = Atomic<Bool>(false)
+    /// LSP framing was detected (the fast paths answer newline-delimited streams only).
+    private let contentLengthFraming = Atomic<Bool>(false)
     private let afterRead: (@Sendable () -> Void)?
 
     /// - Parameters:
@@ -61,17 +63,22 @@ public final class StdioServer: Sendable {
                 break
             }
             if n == 0 { break }
-            // Answers given at once (a `.started` handler may reply before returning) go out
-            // together after the read, as the fast paths' do.
-            OutputSink.coalescing {
-                decoder.consume(UnsafeBufferPointer(rebasing: chunk[0..<n]), onFraming: { output.framing = $0 }, handle: handleEvent)
-            }
+            // Every answer given on this thread during the read (fast paths, immediate
+            // handlers, `.started` handlers that reply at once) goes out together after it.
+            output.beginStaging()
+            decoder.consume(UnsafeBufferPointer(rebasing: chunk[0..<n]), onFraming: setFraming, handle: handleEvent)
             afterRead?()
-            output.flush()
+            output.endStaging()
         }
-        if !isStopping { decoder.finish(onFraming: { output.framing = $0 }, handle: handleEvent) }
+        output.beginStaging()
+        if !isStopping { decoder.finish(onFraming: setFraming, handle: handleEvent) }
         afterRead?()
-        output.flush()
+        output.endStaging()
+    }
+
+    private func setFraming(_ framing: Framing) {
+        output.framing = framing
+        contentLengthFraming.store(framing == .contentLength, ordering: .relaxed)
     }
 
     /// Ends ``run()`` after the message being handled (for LSP `exit`): that message, a whole
@@ -116,7 +123,8 @@ public final class StdioServer: Sendable {
 
     private func handleMessage(_ bytes: UnsafeBufferPointer<UInt8>) {
         let dispatcher = self.dispatcher
-        if output.enqueue(appending: { dispatcher.answerFast(bytes, into: &$0) }) { return }
+        if !contentLengthFraming.load(ordering: .relaxed),
+           output.stage(appending: { dispatcher.answerFast(bytes, into: &$0) }) { return }
         switch MessageReader.read(bytes) {
         case .failure(let error):
             output.enqueue(ResponseWriter.failure(id: .null, error: error))

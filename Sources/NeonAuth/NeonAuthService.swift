@@ -64,21 +64,20 @@ public struct ServiceSettings: Sendable {
 
 /// Counters kept outside the pool: signs and JSON-RPC errors by code.
 public final class ServiceCounters: Sendable {
-    private struct State {
-        var signs = 0
-        var errors: [Int: Int] = [:]
-    }
-    private let state = Mutex(State())
+    private let signs = Atomic<Int>(0)
+    private let errors = Mutex([Int: Int]())
     public init() {}
 
-    /// Records one answered call (for `Dispatcher`'s observer).
+    /// Records one answered call (for `Dispatcher`'s observer; once per `sign`, so lock-free then).
     public func record(method: String, error: ErrorCode?) {
-        state.withLock { s in
-            if let error { s.errors[error.rawValue, default: 0] += 1 } else if method == "sign" { s.signs += 1 }
+        if let error {
+            errors.withLock { $0[error.rawValue, default: 0] += 1 }
+        } else if method == "sign" {
+            signs.add(1, ordering: .relaxed)
         }
     }
 
-    var snapshot: (signs: Int, errors: [Int: Int]) { state.withLock { ($0.signs, $0.errors) } }
+    var snapshot: (signs: Int, errors: [Int: Int]) { (signs.load(ordering: .relaxed), errors.withLock { $0 }) }
 }
 
 /// neon-auth's JSON-RPC methods: `sign` (here, no network), `openSession`, `closeSession` and

@@ -16,6 +16,30 @@ int neon_auth_limit_malloc_arenas(int count);
 /// so Swift cannot call it.)
 long neon_auth_pipe_room(int fd);
 
+/// What an output descriptor is, as far as writing without blocking goes (``neon_auth_output_kind``).
+enum {
+    /// A pipe: room = capacity (``neon_auth_grow_pipe``) less the unread bytes (``neon_auth_pipe_unread``).
+    NEON_AUTH_OUTPUT_PIPE = 0,
+    /// A socket: send(2) with MSG_DONTWAIT takes what fits.
+    NEON_AUTH_OUTPUT_SOCKET = 1,
+    /// A regular file or /dev/null: a write never waits for a reader.
+    NEON_AUTH_OUTPUT_NEVER_BLOCKS = 2,
+    /// Anything else (a terminal...): only poll(2) can tell.
+    NEON_AUTH_OUTPUT_OTHER = 3,
+};
+
+/// The kind of `fd` (fstat), one of the NEON_AUTH_OUTPUT_ values.
+int neon_auth_output_kind(int fd);
+
+/// Grows the pipe behind `fd` to at least `size` bytes (F_SETPIPE_SZ) when it is smaller and
+/// the system allows it (an unprivileged user is capped by /proc/sys/fs/pipe-max-size and the
+/// per-user pipe limits; a refusal keeps the pipe as it is). Returns the capacity now
+/// (F_GETPIPE_SZ), or -1 when `fd` is not a pipe.
+long neon_auth_grow_pipe(int fd, long size);
+
+/// The unread bytes in the pipe behind `fd` (FIONREAD), or -1.
+long neon_auth_pipe_unread(int fd);
+
 #include <stddef.h>
 
 /// The uid (and pid) of the process at the other end of the Unix socket `fd` (SO_PEERCRED).
