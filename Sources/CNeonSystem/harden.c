@@ -18,18 +18,3 @@ int neon_auth_limit_malloc_arenas(int count) {
     return mallopt(M_ARENA_MAX, count) == 1 ? 0 : -1;
 }
 
-#include <fcntl.h>
-#include <sys/ioctl.h>
-
-long neon_auth_pipe_room(int fd) {
-#if defined(F_GETPIPE_SZ) && defined(FIONREAD)
-    int capacity = fcntl(fd, F_GETPIPE_SZ);
-    if (capacity <= 0) return -1;
-    int unread = 0;
-    if (ioctl(fd, FIONREAD, &unread) != 0) return -1;
-    return capacity > unread ? (long)(capacity - unread) : 0;
-#else
-    (void)fd;
-    return -1;
-#endif
-}

@@ -43,3 +43,9 @@ long neon_auth_pipe_unread(int fd) {
     return -1;
 #endif
 }
+
+int neon_auth_same_file(int a, int b) {
+    struct stat sa, sb;
+    if (fstat(a, &sa) != 0 || fstat(b, &sb) != 0) return -1;
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}

@@ -18,7 +18,8 @@ public struct FlatRequest {
     public static let maxParams = 4
 
     /// The message's first byte (valid only during the call that received this value).
-    public let base: UnsafePointer<UInt8>
+    @usableFromInline let storedBase: UnsafePointer<UInt8>
+    @inlinable public var base: UnsafePointer<UInt8> { storedBase }
     /// The message's length in bytes.
     public let count: Int
     @usableFromInline var idStart: Int32 = 0, idEnd: Int32 = 0, methodStart: Int32 = 0, methodEnd: Int32 = 0
@@ -26,28 +27,29 @@ public struct FlatRequest {
     @usableFromInline var members: (SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>) = (.zero, .zero, .zero, .zero)
     /// Bit `i` set: params value `i` is printable ASCII only (0x20-0x7E).
     @usableFromInline var plainValues: UInt8 = 0
+    @usableFromInline var storedParamCount = 0
     /// How many params members there are.
-    public private(set) var paramCount = 0
+    @inlinable public var paramCount: Int { storedParamCount }
 
     /// An empty request over `bytes`, to be filled by ``scan(_:into:)``.
     public init(over bytes: UnsafeBufferPointer<UInt8>) {
-        base = bytes.baseAddress ?? UnsafePointer(bitPattern: 1)!
+        storedBase = bytes.baseAddress ?? UnsafePointer(bitPattern: 1)!
         count = bytes.count
     }
 
     /// The message bytes (valid only during the call that received this value).
     public var bytes: UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(start: base, count: count) }
     /// The `id` token exactly as sent (a number lexeme, or a quoted string).
-    public var id: Range<Int> { Int(idStart)..<Int(idEnd) }
+    @inlinable public var id: Range<Int> { Int(idStart)..<Int(idEnd) }
     /// The contents of the `method` string.
-    public var method: Range<Int> { Int(methodStart)..<Int(methodEnd) }
+    @inlinable public var method: Range<Int> { Int(methodStart)..<Int(methodEnd) }
 
     /// Whether the method name is `name`.
     public func methodIs(_ name: [UInt8]) -> Bool {
         Int(methodEnd - methodStart) == name.count && name.withUnsafeBytes { memcmp(base + Int(methodStart), $0.baseAddress!, name.count) == 0 }
     }
 
-    @usableFromInline func member(_ index: Int) -> SIMD4<Int32> {
+    @inlinable func member(_ index: Int) -> SIMD4<Int32> {
         switch index {
         case 0: return members.0
         case 1: return members.1
@@ -57,7 +59,7 @@ public struct FlatRequest {
     }
 
     /// The name and string contents (byte ranges) of params member `index`.
-    public func param(at index: Int) -> (name: Range<Int>, value: Range<Int>) {
+    @inlinable public func param(at index: Int) -> (name: Range<Int>, value: Range<Int>) {
         let m = member(index)
         return (Int(m[0])..<Int(m[1]), Int(m[2])..<Int(m[3]))
     }
@@ -82,7 +84,7 @@ public struct FlatRequest {
     }
 
     mutating func addParam(name: Range<Int32>, value: Range<Int32>, plain: Bool) -> Bool {
-        guard paramCount < Self.maxParams else { return false }
+        guard storedParamCount < Self.maxParams else { return false }
         let length = Int(name.upperBound - name.lowerBound)
         for index in 0..<paramCount {
             let other = member(index)
@@ -91,14 +93,14 @@ public struct FlatRequest {
             }
         }
         let m = SIMD4(name.lowerBound, name.upperBound, value.lowerBound, value.upperBound)
-        switch paramCount {
+        switch storedParamCount {
         case 0: members.0 = m
         case 1: members.1 = m
         case 2: members.2 = m
         default: members.3 = m
         }
-        if plain { plainValues |= 1 << UInt8(paramCount) }
-        paramCount += 1
+        if plain { plainValues |= 1 << UInt8(storedParamCount) }
+        storedParamCount += 1
         return true
     }
 
@@ -228,52 +230,93 @@ private struct Scanner {
         return true
     }
 
-    mutating func request(_ pending: inout FlatRequest) -> Bool {
+    /// Whether the bytes at `index` are `text` (then skipped).
+    @inline(__always) mutating func skip(_ text: StaticString) -> Bool {
+        let n = Int32(text.utf8CodeUnitCount)
+        guard index + n <= count, memcmp(p + Int(index), text.utf8Start, Int(n)) == 0 else { return false }
+        index += n
+        return true
+    }
+
+    /// The `id` value: a number lexeme or a string without escapes (kept with its quotes).
+    @inline(__always) mutating func idValue(_ pending: inout FlatRequest) -> Bool {
+        skipWhitespace()
+        guard index < count else { return false }
+        if at(index) == UInt8(ascii: "\"") {
+            guard let (contents, _) = string() else { return false }
+            pending.idStart = contents.lowerBound - 1
+            pending.idEnd = contents.upperBound + 1
+        } else {
+            guard let lexeme = number() else { return false }
+            pending.idStart = lexeme.lowerBound
+            pending.idEnd = lexeme.upperBound
+        }
+        return true
+    }
+
+    /// The `params` value: a flat object of string members.
+    mutating func params(_ pending: inout FlatRequest) -> Bool {
         guard expect(UInt8(ascii: "{")) else { return false }
-        var sawId = false, sawMethod = false, sawVersion = false, sawParams = false
+        skipWhitespace()
+        if index < count, at(index) == UInt8(ascii: "}") {
+            index += 1
+            return true
+        }
         while true {
-            guard let (key, _) = string(asciiOnly: true), expect(UInt8(ascii: ":")) else { return false }
-            switch key.upperBound - key.lowerBound {
-            case 7 where equals(key, "jsonrpc"):
-                guard !sawVersion, let (value, _) = string(), equals(value, "2.0") else { return false }
-                sawVersion = true
-            case 2 where equals(key, "id"):
-                guard !sawId else { return false }
-                skipWhitespace()
-                guard index < count else { return false }
-                if at(index) == UInt8(ascii: "\"") {
-                    guard let (contents, _) = string() else { return false }
-                    pending.idStart = contents.lowerBound - 1
-                    pending.idEnd = contents.upperBound + 1
+            guard let (name, _) = string(), expect(UInt8(ascii: ":")), let (value, plain) = string(),
+                  pending.addParam(name: name, value: value, plain: plain) else { return false }
+            if expect(UInt8(ascii: ",")) { continue }
+            return expect(UInt8(ascii: "}"))
+        }
+    }
+
+    mutating func request(_ pending: inout FlatRequest) -> Bool {
+        var sawId = false, sawMethod = false, sawVersion = false, sawParams = false
+        // The compact form most clients send starts `{"jsonrpc":"2.0","id":`: matched as one
+        // literal (the general loop below decides everything else, in any order).
+        var afterValue = false
+        if skip(#"{"jsonrpc":"2.0","id":"#) {
+            guard idValue(&pending) else { return false }
+            sawVersion = true
+            sawId = true
+            afterValue = true
+        } else {
+            guard expect(UInt8(ascii: "{")) else { return false }
+        }
+        while true {
+            if !afterValue {
+                // `"method":` and `"params":` as literals, any other key by the general rules.
+                var methodValue = false
+                if !sawMethod && skip(#""method":"#) {
+                    methodValue = true
+                } else if !sawParams && skip(#""params":"#) {
+                    guard params(&pending) else { return false }
+                    sawParams = true
                 } else {
-                    guard let lexeme = number() else { return false }
-                    pending.idStart = lexeme.lowerBound
-                    pending.idEnd = lexeme.upperBound
-                }
-                sawId = true
-            case 6 where equals(key, "method"):
-                guard !sawMethod, let (value, _) = string(asciiOnly: true) else { return false }
-                pending.methodStart = value.lowerBound
-                pending.methodEnd = value.upperBound
-                sawMethod = true
-            case 6 where equals(key, "params"):
-                guard !sawParams, expect(UInt8(ascii: "{")) else { return false }
-                sawParams = true
-                skipWhitespace()
-                if index < count, at(index) == UInt8(ascii: "}") {
-                    index += 1
-                } else {
-                    while true {
-                        guard let (name, _) = string(), expect(UInt8(ascii: ":")), let (value, plain) = string(),
-                              pending.addParam(name: name, value: value, plain: plain) else { return false }
-                        if expect(UInt8(ascii: ",")) { continue }
-                        guard expect(UInt8(ascii: "}")) else { return false }
-                        break
+                    guard let (key, _) = string(asciiOnly: true), expect(UInt8(ascii: ":")) else { return false }
+                    if equals(key, "jsonrpc") {
+                        guard !sawVersion, let (value, _) = string(), equals(value, "2.0") else { return false }
+                        sawVersion = true
+                    } else if equals(key, "id") {
+                        guard !sawId, idValue(&pending) else { return false }
+                        sawId = true
+                    } else if equals(key, "params") {
+                        guard !sawParams, params(&pending) else { return false }
+                        sawParams = true
+                    } else if equals(key, "method") {
+                        methodValue = true
+                    } else {
+                        return false
                     }
                 }
-            default:
-                return false
+                if methodValue {
+                    guard !sawMethod, let (value, _) = string(asciiOnly: true) else { return false }
+                    pending.methodStart = value.lowerBound
+                    pending.methodEnd = value.upperBound
+                    sawMethod = true
+                }
             }
+            afterValue = false
             if expect(UInt8(ascii: ",")) { continue }
             guard expect(UInt8(ascii: "}")) else { return false }
             break

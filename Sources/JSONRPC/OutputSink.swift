@@ -43,6 +43,20 @@ public final class OutputSink: Sendable {
     private let fd: Int32
     /// One of the `NEON_AUTH_OUTPUT_` kinds (CNeonSystem), decided once.
     private let kind: Int32
+    /// A pipe's pages (its buffers: Linux stores a write in whole pages, merging a short write
+    /// into the last page only when it fits), and this process's page size.
+    private let pipePages: Int, pageSize: Int
+    /// An upper bound of the pipe's pages holding data, and of the writes they hold, counting
+    /// every write since the pipe was last seen empty (a client's reads only lower the truth):
+    /// while the bound leaves room, a write cannot block and needs no `FIONREAD`. Only the one
+    /// thread writing at a time (the `writing`/`directWriting` protocol) changes them.
+    private let pagesUsed: Atomic<Int>, writesHeld = Atomic<Int>(0)
+    /// stderr is the same pipe (`2>&1`): log lines take pages this process does not count.
+    private let stderrSharesPipe: Bool
+    /// Messages end with a newline (``Framing/newlineDelimited``): a partial write to a pipe
+    /// then ends at a line's end, so that another writer of the pipe (a log line, `2>&1`) can
+    /// only come between whole answers.
+    private let linesFraming = Atomic<Bool>(true)
     /// A pipe's capacity in bytes (after growing it), read once: a pipe shrunk later by someone
     /// else can make a direct write wait until the client reads.
     private let pipeCapacity: Int
@@ -76,6 +90,10 @@ public final class OutputSink: Sendable {
         }
         self.kind = kind
         pipeCapacity = capacity
+        pageSize = Int(getpagesize())
+        pipePages = capacity / pageSize
+        pagesUsed = Atomic(pipePages)  // unknown until first looked at
+        stderrSharesPipe = kind == Int32(NEON_AUTH_OUTPUT_PIPE) && neon_auth_same_file(fd, 2) == 1
         staged = .allocate(capacity: 1)
         staged.initialize(to: OutputBuffer())
         DetachedThread.start { [self] in writerLoop() }
@@ -89,15 +107,14 @@ public final class OutputSink: Sendable {
 
     /// The pipe capacity asked for, bytes (Linux's default /proc/sys/fs/pipe-max-size).
     static let pipeGoal = 1 << 20
-    /// Room left unused in a pipe by a direct write: the pipe's pages cannot all be filled when
-    /// the client has read part of one (up to two pages), and a log line written to the same
-    /// pipe (`2>&1`) at the same time must fit too.
-    static let pipeMargin = 3 * Int(PIPE_BUF)
 
     /// The framing used for output; switched once by the reader when it detects LSP-style input.
     public var framing: Framing {
         get { state.withLock { $0.framing } }
-        set { state.withLock { $0.framing = newValue } }
+        set {
+            state.withLock { $0.framing = newValue }
+            linesFraming.store(newValue == .newlineDelimited, ordering: .relaxed)
+        }
     }
 
     /// Whether the reader of the output has gone away (or writing failed otherwise).
@@ -176,9 +193,8 @@ public final class OutputSink: Sendable {
             state.pending.append(contentsOf: buffer.pointee.bytes)
             return false
         }
-        if direct { finishDirect(buffer.pointee.bytes) }
+        if direct { finishDirect(buffer.pointee.bytes) } else { wakeWriterIfNeeded() }
         buffer.pointee.removeAll()
-        wakeWriterIfNeeded()
     }
 
     /// The sinks `send` queued to on this thread inside ``coalescing(_:)``.
@@ -214,35 +230,59 @@ public final class OutputSink: Sendable {
             swap(&chunk, &state.pending)
             return true
         }
-        if direct { chunk.withUnsafeBytes { finishDirect($0) } }
-        wakeWriterIfNeeded()
+        if direct { chunk.withUnsafeBytes { finishDirect($0) } } else { wakeWriterIfNeeded() }
     }
 
     /// Writes what `bytes` the descriptor takes now (the caller set `directWriting`), then
-    /// puts the rest back at the head of the queue and clears `directWriting`.
+    /// what others queued meanwhile, as long as the descriptor keeps taking everything; puts
+    /// what is left at the head of the queue, clears `directWriting` and wakes the writer
+    /// thread when something is left for it.
     private func finishDirect(_ bytes: UnsafeRawBufferPointer) {
-        let (written, failure) = writeWithoutBlocking(bytes)
-        let now = written > 0 ? monotonicSeconds() : 0
-        let first = state.withLock { state -> Bool in
-            state.directWriting = false
-            if written > 0 {
-                state.written += written
-                state.lastWriteDone = now
+        var (written, failure) = writeWithoutBlocking(bytes)
+        var chunk: [UInt8] = []
+        var fromChunk = false  // after the first round, what was written came from `chunk`
+        while true {
+            let now = written > 0 ? monotonicSeconds() : 0
+            enum Next { case done(wake: Bool), more, broken }
+            let next = state.withLock { state -> Next in
+                if written > 0 {
+                    state.written += written
+                    state.lastWriteDone = now
+                }
+                if failure != 0 {
+                    state.directWriting = false
+                    defer { state.broken = true }
+                    state.pending = []
+                    if !state.broken { state.failure = failure }
+                    return state.broken ? .done(wake: false) : .broken
+                }
+                let count = fromChunk ? chunk.count : bytes.count
+                if written < count {
+                    var rest = fromChunk ? Array(chunk[written...]) : Array(UnsafeRawBufferPointer(rebasing: bytes[written...]))
+                    rest.append(contentsOf: state.pending)
+                    state.pending = rest
+                } else if !state.pending.isEmpty && !state.broken {
+                    chunk.removeAll(keepingCapacity: true)
+                    swap(&chunk, &state.pending)
+                    return .more  // still `directWriting`
+                }
+                state.directWriting = false
+                guard state.writerSleeping, !state.pending.isEmpty || state.closed else { return .done(wake: false) }
+                state.writerSleeping = false
+                return .done(wake: true)
             }
-            if failure != 0 {
-                defer { state.broken = true }
-                state.pending = []
-                if !state.broken { state.failure = failure }
-                return !state.broken
+            switch next {
+            case .done(let wake):
+                if wake { self.wake.signal() }
+                return
+            case .broken:
+                onBroken(failure)
+                return
+            case .more:
+                fromChunk = true
+                (written, failure) = chunk.withUnsafeBytes { writeWithoutBlocking($0) }
             }
-            if written < bytes.count {
-                var rest = Array(UnsafeRawBufferPointer(rebasing: bytes[written...]))
-                rest.append(contentsOf: state.pending)
-                state.pending = rest
-            }
-            return false
         }
-        if first { onBroken(failure) }
     }
 
     private func wakeWriterIfNeeded() {
@@ -252,6 +292,33 @@ public final class OutputSink: Sendable {
             return true
         }
         if wakeWriter { wake.signal() }
+    }
+
+    /// Bytes of a `wanted`-byte write to the pipe that cannot block: from the bound of pages in
+    /// use (see ``pagesUsed``), asking the kernel (`FIONREAD`) only when the bound is too high.
+    private func pipeRoom(for wanted: Int) -> Int {
+        let margin = stderrSharesPipe ? 4 : 2
+        var used = pagesUsed.load(ordering: .relaxed)
+        if !stderrSharesPipe && used + wanted / pageSize + 1 + margin <= pipePages { return wanted }
+        let unread = neon_auth_pipe_unread(fd)
+        if unread < 0 { return 0 }
+        if unread == 0 {
+            used = 0
+            writesHeld.store(0, ordering: .relaxed)
+        } else {
+            // Full pages for the unread bytes, plus at most one partly filled page per write
+            // held and the one the client is reading.
+            used = min(used, (Int(unread) + pageSize - 1) / pageSize + writesHeld.load(ordering: .relaxed) + 1)
+        }
+        pagesUsed.store(used, ordering: .relaxed)
+        let free = pipePages - used - margin
+        return free > 1 ? min(wanted, (free - 1) * pageSize) : 0
+    }
+
+    /// Counts a write of `n` bytes to the pipe in the bound (at most n / page + 1 new pages).
+    private func countPipeWrite(_ n: Int) {
+        pagesUsed.add(n / pageSize + 1, ordering: .relaxed)
+        writesHeld.add(1, ordering: .relaxed)
     }
 
     /// Writes as much of `bytes` as the descriptor takes without waiting for the client.
@@ -265,10 +332,10 @@ public final class OutputSink: Sendable {
             case Int32(NEON_AUTH_OUTPUT_NEVER_BLOCKS):
                 n = write(fd, bytes.baseAddress! + offset, left)
             case Int32(NEON_AUTH_OUTPUT_PIPE):
-                let unread = neon_auth_pipe_unread(fd)
-                let room = unread < 0 ? 0 : pipeCapacity - Int(unread) - Self.pipeMargin
+                let room = pipeRoom(for: left)
                 guard room > 0 else { return (offset, 0) }
-                n = write(fd, bytes.baseAddress! + offset, min(left, room))
+                n = write(fd, bytes.baseAddress! + offset, wholeLines(bytes.baseAddress! + offset, room, of: left))
+                if n > 0 { countPipeWrite(n) }
             case Int32(NEON_AUTH_OUTPUT_SOCKET):
                 n = Glibc.send(fd, bytes.baseAddress! + offset, left, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL))
             default:
@@ -290,18 +357,35 @@ public final class OutputSink: Sendable {
         return (offset, 0)
     }
 
-    /// Most bytes handed to one `write(2)`; to a pipe, no more than the room left in it (at
-    /// least ``minSlice``). A blocking write to a full pipe returns only when all of it was
-    /// taken, so this keeps each write short and lets drain() and the pacing see a slow
-    /// client's progress every few KiB.
-    static let maxSlice = 64 << 10, minSlice = 4 << 10
+    /// Most bytes handed to one blocking `write(2)` to a descriptor other than a pipe: a blocking
+    /// write returns only when all of it was taken, so this keeps each write short and lets
+    /// drain() and the pacing see a slow client's progress every few KiB.
+    static let maxSlice = 64 << 10
 
-    /// The bytes to hand to the next `write(2)` out of `remaining`.
-    private func sliceLength(_ remaining: Int) -> Int {
-        if remaining <= Self.minSlice { return remaining }  // one answer at a time: no system call
-        let room = neon_auth_pipe_room(fd)
-        guard room >= 0 else { return min(remaining, Self.maxSlice) }  // not a pipe
-        return min(remaining, Self.maxSlice, max(Int(room), Self.minSlice))
+    /// The bytes to hand to the writer thread's next `write(2)` out of `remaining` at `start`. To
+    /// a pipe: what fits without waiting (``pipeRoom(for:)``), so that a write never stops half
+    /// way for a log line written to the same pipe (`2>&1`) to get in; when nothing fits, waits
+    /// until the pipe has a free page and then writes at most `PIPE_BUF` bytes, which Linux
+    /// writes whole. Either way cut at a line's end (``wholeLines(_:_:of:)``).
+    private func sliceLength(_ start: UnsafeRawPointer, _ remaining: Int) -> Int {
+        guard kind == Int32(NEON_AUTH_OUTPUT_PIPE) else { return min(remaining, Self.maxSlice) }
+        let room = pipeRoom(for: remaining)
+        if room > 0 { return wholeLines(start, room, of: remaining) }
+        var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        _ = poll(&pfd, 1, 100)
+        let after = pipeRoom(for: remaining)
+        return wholeLines(start, after > 0 ? after : Int(PIPE_BUF), of: remaining)
+    }
+
+    /// `limit` bytes of the `available` at `start`, shortened to end after a newline when
+    /// lines frame the messages and one ends within the limit.
+    private func wholeLines(_ start: UnsafeRawPointer, _ limit: Int, of available: Int) -> Int {
+        guard limit < available else { return available }
+        guard linesFraming.load(ordering: .relaxed) else { return limit }
+        let bytes = start.assumingMemoryBound(to: UInt8.self)
+        var end = limit
+        while end > 0 && bytes[end - 1] != 0x0A { end -= 1 }  // one line back at most, as a rule
+        return end > 0 ? end : limit
     }
 
     /// Queued bytes past which the reader waits for a client that is reading (see the type).
@@ -400,9 +484,10 @@ public final class OutputSink: Sendable {
                 // At most one slice per call: a blocking write of the whole queue to a slow pipe
                 // would return only when all of it was taken, hiding the client's progress
                 // from drain() and the pacing.
-                let n = write(fd, raw.baseAddress! + offset, sliceLength(raw.count - offset))
+                let n = write(fd, raw.baseAddress! + offset, sliceLength(raw.baseAddress! + offset, raw.count - offset))
                 if n > 0 {
                     offset += n
+                    if kind == Int32(NEON_AUTH_OUTPUT_PIPE) { countPipeWrite(n) }
                     let now = monotonicSeconds()
                     state.withLock {
                         $0.written += n

@@ -45,6 +45,8 @@ public final class AgentClient: Sendable {
     private struct Outbound: @unchecked Sendable {
         var queue: [(method: String, params: JSONValue, spawn: Bool, completion: @Sendable (Result<JSONValue?, RPCError>) -> Void)] = []
         var senderRunning = false
+        /// The sender thread holds calls taken from the queue that it has not written yet.
+        var senderBusy = false
     }
     private let outbound = Mutex(Outbound())
     private let outboundReady = DispatchSemaphore(value: 0)
@@ -112,9 +114,25 @@ public final class AgentClient: Sendable {
         if flush { outboundReady.signal() }
     }
 
-    /// Sends every call queued with `flush: false`.
+    /// Sends every call queued with `flush: false`. With a live connection and the sender
+    /// thread idle, the calling thread (the one reading requests) writes them itself as far as
+    /// the socket takes them without waiting (a thread hand-off less per round trip); the
+    /// sender thread writes the rest, or connects first.
     public func flush() {
-        if outbound.withLock({ !$0.queue.isEmpty }) { outboundReady.signal() }
+        let handOver = outbound.withLock { o -> Bool in
+            guard !o.queue.isEmpty else { return false }
+            guard !o.senderBusy, let connection = state.withLock({ $0.connection }), connection.isOpen else { return true }
+            // Under the queue's lock: calls queued later (by any thread) are written after these.
+            switch connection.sendNow(o.queue.map { item in
+                let completion = item.completion
+                return (item.method, item.params, { @Sendable (result: Result<JSONValue, RPCError>) in completion(result.map { $0 }) })
+            }) {
+            case .sent: o.queue.removeAll(keepingCapacity: true); return false
+            case .backlog: o.queue.removeAll(keepingCapacity: true); return true
+            case .closed: return true  // still queued: the sender thread connects again
+            }
+        }
+        if handOver { outboundReady.signal() }
     }
 
     /// The sender thread (one, for the life of the process): writes queued calls in order, all
@@ -122,10 +140,14 @@ public final class AgentClient: Sendable {
     private func sendQueued() {
         while true {
             outboundReady.wait()
+            // What the reading thread left unwritten goes first.
+            if let connection = state.withLock({ $0.connection }) { connection.writeBacklog() }
             let items = outbound.withLock { o -> [(method: String, params: JSONValue, spawn: Bool, completion: @Sendable (Result<JSONValue?, RPCError>) -> Void)] in
                 defer { o.queue.removeAll(keepingCapacity: true) }
+                o.senderBusy = !o.queue.isEmpty
                 return o.queue
             }
+            defer { outbound.withLock { $0.senderBusy = false } }
             var index = 0
             while index < items.count {
                 // With a live connection every call goes out in one write; without one, a run of
@@ -348,7 +370,13 @@ final class AgentConnection: Sendable {
         var waiting: [Int: @Sendable (Result<JSONValue, RPCError>) -> Void] = [:]
     }
     private let state = Mutex(State())
-    private let writeLock = Mutex(())
+    /// Bytes accepted for the socket but not written yet, and whether a blocking write of them
+    /// is under way (writes keep the order of ``send(_:blocking:)`` calls).
+    private struct Writes {
+        var backlog: [UInt8] = []
+        var writing = false
+    }
+    private let writes = Mutex(Writes())
 
     init(fd: Int32, childPid: Int32?) {
         self.fd = fd
@@ -389,6 +417,24 @@ final class AgentConnection: Sendable {
     /// Writes requests in order, in one write; each completion gets its answer (or the loss of
     /// the connection).
     func send(_ requests: [(String, JSONValue, @Sendable (Result<JSONValue, RPCError>) -> Void)]) {
+        _ = send(requests, blocking: true)
+    }
+
+    /// What ``sendNow(_:)`` did.
+    enum SendOutcome { case sent, backlog, closed }
+
+    /// ``send(_:)`` for the reading thread: writes what the socket takes now and keeps the rest,
+    /// in order, for ``writeBacklog()``. Calls no completion (it runs under the client's lock):
+    /// `.closed` means nothing was sent.
+    func sendNow(_ requests: [(String, JSONValue, @Sendable (Result<JSONValue, RPCError>) -> Void)]) -> SendOutcome {
+        guard isOpen else { return .closed }
+        return send(requests, blocking: false) ? .backlog : .sent
+    }
+
+    /// - Parameter blocking: `false`: see ``sendNow(_:)`` (a failed write then only shuts the
+    ///   socket down: its reading thread reports the loss).
+    /// - Returns: whether bytes are left for ``writeBacklog()``.
+    private func send(_ requests: [(String, JSONValue, @Sendable (Result<JSONValue, RPCError>) -> Void)], blocking: Bool) -> Bool {
         let ids: [Int]? = state.withLock { s in
             guard s.open else { return nil }
             return requests.map { request in
@@ -398,16 +444,49 @@ final class AgentConnection: Sendable {
             }
         }
         guard let ids else {
-            for request in requests { request.2(.failure(AgentClient.unavailable("the connection to the agent was lost", retryable: true))) }
-            return
+            let error = AgentClient.unavailable("the connection to the agent was lost", retryable: true)
+            if blocking {
+                for request in requests { request.2(.failure(error)) }
+            } else {
+                // Lost since sendNow looked (under the client's lock): answered from another thread.
+                DetachedThread.start { for request in requests { request.2(.failure(error)) } }
+            }
+            return false
         }
         var line: [UInt8] = []
         for (request, id) in zip(requests, ids) {
             JSONWriter.write(["jsonrpc": "2.0", "id": .number(String(id)), "method": .string(request.0), "params": request.1], into: &line)
             line.append(0x0A)
         }
-        let written = writeLock.withLock { _ in
-            line.withUnsafeBytes { raw -> Bool in
+        let (left, failed) = writes.withLock { w -> (Bool, Bool) in
+            if w.writing || !w.backlog.isEmpty {
+                w.backlog.append(contentsOf: line)
+                return (true, false)
+            }
+            let (written, failed) = line.withUnsafeBytes { Self.sendAtOnce($0, fd: fd) }
+            if written < line.count { w.backlog.append(contentsOf: line[written...]) }
+            return (written < line.count && !failed, failed)
+        }
+        if failed {
+            if blocking { lost() } else { shutdown(fd, Int32(SHUT_RDWR)) }
+            return false
+        }
+        if blocking && left { writeBacklog() }
+        return left
+    }
+
+    /// Writes what ``send(_:blocking:)`` left, in order, with blocking writes (never under the lock
+    /// the reading thread takes).
+    func writeBacklog() {
+        while true {
+            let chunk = writes.withLock { w -> [UInt8]? in
+                guard !w.writing, !w.backlog.isEmpty else { return nil }
+                w.writing = true
+                defer { w.backlog = [] }
+                return w.backlog
+            }
+            guard let chunk else { return }
+            let ok = chunk.withUnsafeBytes { raw -> Bool in
                 var offset = 0
                 while offset < raw.count {
                     let n = Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
@@ -415,8 +494,25 @@ final class AgentConnection: Sendable {
                 }
                 return true
             }
+            writes.withLock { $0.writing = false }
+            if !ok {
+                lost()
+                return
+            }
         }
-        if !written { lost() }
+    }
+
+    /// One `send` with `MSG_DONTWAIT`: the bytes the socket took, and whether it failed (other
+    /// than being full).
+    private static func sendAtOnce(_ raw: UnsafeRawBufferPointer, fd: Int32) -> (Int, Bool) {
+        var offset = 0
+        while offset < raw.count {
+            let n = Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+            if n > 0 { offset += n } else if n < 0 && errno == EINTR { continue }
+            else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return (offset, false) }
+            else { return (offset, true) }
+        }
+        return (offset, false)
     }
 
     private func readLoop() {

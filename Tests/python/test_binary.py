@@ -189,3 +189,77 @@ def test_no_hint_when_stdin_is_not_a_terminal(binary, isolated_env):
     full_env.update(isolated_env)
     done = subprocess.run([str(binary)], input=b"", capture_output=True, env=full_env, timeout=10)
     assert done.returncode == 0 and done.stderr == b""
+
+
+def _sign_lines(count: int) -> bytes:
+    return b"".join(b'{"jsonrpc":"2.0","id":%d,"method":"sign","params":{"orgId":"%s","apiKey":"%s"}}\n'
+                    % (i, ORG.encode(), KEY.encode()) for i in range(count))
+
+
+def _ids(output: bytes) -> list[int]:
+    return [json.loads(line)["id"] for line in output.splitlines() if line.startswith(b'{"jsonrpc"')]
+
+
+@pytest.mark.parametrize("log_level", ["warn", "debug"])
+def test_client_that_writes_everything_first_with_stderr_in_the_same_pipe(binary, isolated_env, log_level):
+    """`neon-auth 2>&1` for a client that writes all its requests before reading any answer:
+    the answers written at once must never fill the shared pipe (log lines take room in it
+    too), or neon-auth would stop reading and both sides would wait for ever."""
+    count = 30_000  # about 3.4 MB in, 8 MB of answers: far more than any pipe holds
+    full_env = dict(os.environ)
+    full_env.update(isolated_env)
+    proc = subprocess.Popen([str(binary), "--log-level", log_level], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=full_env)
+    try:
+        import threading
+        done = threading.Event()
+
+        def write_all() -> None:
+            proc.stdin.write(_sign_lines(count))
+            proc.stdin.close()
+            done.set()
+
+        writer = threading.Thread(target=write_all, daemon=True)
+        writer.start()
+        # Nothing is read until every request is written (or 20 s pass: then neon-auth stopped reading).
+        assert done.wait(20), "neon-auth stopped reading its input while its output pipe was not read"
+        out = proc.stdout.read()
+        assert wait_exit(proc, 20) == 0
+    finally:
+        reap(proc)
+    ids = _ids(out)
+    assert sorted(ids) == list(range(count))
+
+
+def test_answers_through_a_socket_stdout(binary, isolated_env):
+    """stdout a Unix socket (as some editors connect a language server): every answer arrives
+    whole and once, also when the client reads slowly."""
+    import socket
+    import threading
+    import time
+    ours, theirs = socket.socketpair()
+    full_env = dict(os.environ)
+    full_env.update(isolated_env)
+    count = 20_000
+    proc = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=theirs.fileno(), stderr=subprocess.DEVNULL, env=full_env)
+    theirs.close()
+    try:
+        def write_all() -> None:
+            proc.stdin.write(_sign_lines(count))
+            proc.stdin.close()
+
+        threading.Thread(target=write_all, daemon=True).start()
+        chunks = []
+        ours.settimeout(20)
+        while True:
+            chunk = ours.recv(1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if len(chunks) % 16 == 0:
+                time.sleep(0.002)
+        assert wait_exit(proc, 20) == 0
+    finally:
+        ours.close()
+        reap(proc)
+    assert sorted(_ids(b"".join(chunks))) == list(range(count))

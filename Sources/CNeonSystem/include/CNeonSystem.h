@@ -11,11 +11,6 @@ int neon_auth_harden_process(void);
 /// Returns 0, or -1 when glibc refused.
 int neon_auth_limit_malloc_arenas(int count);
 
-/// Free bytes in the pipe behind `fd` (its capacity, F_GETPIPE_SZ, less the unread bytes,
-/// FIONREAD), or -1 when `fd` is not a pipe or the system cannot tell. (ioctl is variadic,
-/// so Swift cannot call it.)
-long neon_auth_pipe_room(int fd);
-
 /// What an output descriptor is, as far as writing without blocking goes (``neon_auth_output_kind``).
 enum {
     /// A pipe: room = capacity (``neon_auth_grow_pipe``) less the unread bytes (``neon_auth_pipe_unread``).
@@ -39,6 +34,9 @@ long neon_auth_grow_pipe(int fd, long size);
 
 /// The unread bytes in the pipe behind `fd` (FIONREAD), or -1.
 long neon_auth_pipe_unread(int fd);
+
+/// 1 when descriptors `a` and `b` refer to the same file (device and inode), 0 when not, -1 on error.
+int neon_auth_same_file(int a, int b);
 
 #include <stddef.h>
 
