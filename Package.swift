@@ -25,7 +25,17 @@ let package = Package(
         // file and certificate verification on every libcurl transfer URLSession starts
         // (URLSession on Linux has no setting for either).
         .target(name: "CNeonCurlTrust"),
-        .executableTarget(name: "neon-auth", dependencies: ["JSONRPC", "NeonAuth", "CNeonSystem"]),
+        .executableTarget(name: "neon-auth", dependencies: ["JSONRPC", "NeonAuth", "CNeonSystem"],
+                          // Start-up time: the Swift runtime (stdlib, Concurrency, Dispatch,
+                          // Synchronization...), libstdc++ and libgcc are linked in, so the dynamic
+                          // loader maps only libc and libm; not a position-independent executable,
+                          // so it has no relative relocations to apply (25k otherwise). glibc stays
+                          // shared: a static glibc crashes in getpwuid_r() for users that only NSS
+                          // modules know (see README, "Build by hand / Install").
+                          linkerSettings: [.unsafeFlags(["-static-stdlib",
+                                                         "-L", Context.packageDirectory + "/link/static-libstdc++",
+                                                         "-Xclang-linker", "-static-libgcc",
+                                                         "-Xclang-linker", "-no-pie"], .when(platforms: [.linux]))]),
         .executableTarget(name: "neon-auth-agent",
                           dependencies: ["JSONRPC", "NeonAuth", "NeonAuthHTTP", "CNeonSystem", "CNeonCurlTrust"],
                           // An executable exports no symbol by default (gold does not export one for
