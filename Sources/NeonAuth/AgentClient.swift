@@ -332,6 +332,17 @@ public final class AgentClient: Sendable {
         return nil
     }
 
+    /// ``finish(deadline:)`` when this process never connected to an agent (nothing can block):
+    /// marks the client finished and returns `true`; `false`, doing nothing, when it has a
+    /// connection (then call ``finish(deadline:)``, which may wait for a private agent's logouts).
+    public func finishIfUnconnected() -> Bool {
+        state.withLock { s in
+            guard s.connection == nil else { return false }
+            s.closed = true
+            return true
+        }
+    }
+
     /// Whether this process has an agent connection (and it is a shared one).
     public var usesSharedAgent: Bool { state.withLock { $0.connection.map { $0.childPid == nil && $0.isOpen } ?? false } }
 }
