@@ -24,6 +24,9 @@ public final class OutputSink: Sendable {
         var writing = false
         var directWriting = false
         var writerSleeping = false
+        /// The writer thread was started (on the first ``flush()`` that needs it, so that a
+        /// short run whose answers are all written directly starts none).
+        var writerStarted = false
         var broken = false
         /// The `errno` of the write that failed, once one has.
         var failure: Int32? = nil
@@ -54,7 +57,6 @@ public final class OutputSink: Sendable {
         self.fd = fd
         self.maxQueuedBytes = maxQueuedBytes
         self.onBroken = onBroken
-        DetachedThread.start { [self] in writerLoop() }
     }
 
     /// The framing used for output; switched once by the reader when it detects LSP-style input.
@@ -160,11 +162,18 @@ public final class OutputSink: Sendable {
             }
             if first { onBroken(failure) }
         }
-        let wakeWriter = state.withLock { state -> Bool in
-            guard state.writerSleeping, !state.pending.isEmpty || state.closed, !state.directWriting else { return false }
+        let (wakeWriter, startWriter) = state.withLock { state -> (Bool, Bool) in
+            guard !state.pending.isEmpty || state.closed, !state.directWriting else { return (false, false) }
+            if !state.writerStarted {
+                guard !state.pending.isEmpty else { return (false, false) }
+                state.writerStarted = true
+                return (false, true)
+            }
+            guard state.writerSleeping else { return (false, false) }
             state.writerSleeping = false
-            return true
+            return (true, false)
         }
+        if startWriter { DetachedThread.start { [self] in writerLoop() } }
         if wakeWriter { wake.signal() }
     }
 
@@ -226,7 +235,13 @@ public final class OutputSink: Sendable {
     /// sinks that live shorter than the process (one per agent connection). The descriptor is
     /// not closed: it is the caller's.
     public func close() {
-        state.withLock { $0.closed = true }
+        let startWriter = state.withLock { state -> Bool in
+            state.closed = true
+            guard !state.writerStarted, !state.pending.isEmpty else { return false }
+            state.writerStarted = true
+            return true
+        }
+        if startWriter { DetachedThread.start { [self] in writerLoop() } }
         wake.signal()
     }
 
