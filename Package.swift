@@ -35,13 +35,20 @@ let package = Package(
                           // Start-up time: the Swift runtime (stdlib, Concurrency, Dispatch,
                           // Synchronization...), libstdc++ and libgcc are linked in, so the dynamic
                           // loader maps only libc and libm; not a position-independent executable,
-                          // so it has no relative relocations to apply (25k otherwise). glibc stays
-                          // shared: a static glibc crashes in getpwuid_r() for users that only NSS
-                          // modules know (see README, "Build by hand / Install").
+                          // so it has no relative relocations to apply (25k otherwise); no symbol
+                          // exported (-static-stdlib exports the program's own, which nothing looks
+                          // up, and dladdr() at start-up then scans them); the output written with
+                          // write(2), not through a mapping, so that the page cache holds it in
+                          // large folios as it does a copied or installed file (a mapped write
+                          // leaves 4 KiB pages: start-up +20%). glibc stays shared: a static glibc
+                          // crashes in getpwuid_r() for users that only NSS modules know (see
+                          // README, "Build by hand / Install").
                           linkerSettings: [.unsafeFlags(["-static-stdlib",
                                                          "-L", Context.packageDirectory + "/link/static-libstdc++",
                                                          "-Xclang-linker", "-static-libgcc",
-                                                         "-Xclang-linker", "-no-pie"], .when(platforms: [.linux]))]),
+                                                         "-Xclang-linker", "-no-pie",
+                                                         "-Xlinker", "--no-export-dynamic",
+                                                         "-Xlinker", "--no-mmap-output-file"], .when(platforms: [.linux]))]),
         .executableTarget(name: "neon-auth-agent",
                           dependencies: ["JSONRPC", "NeonAuth", "NeonAuthHTTP", "CNeonSystem", "CNeonCurlTrust"],
                           // An executable exports no symbol by default (gold does not export one for
