@@ -97,10 +97,11 @@ public struct TrustSettings: Sendable, Equatable {
         }
         defer { close(fd) }
         // Read until the first certificate's header (at the very start of any real bundle, so
-        // a front-end's start-up reads one slice of the system's ~200 KiB), at most 1 MiB.
-        let markers = [Array("-----BEGIN CERTIFICATE-----".utf8), Array("-----BEGIN TRUSTED CERTIFICATE-----".utf8)]
+        // a front-end's start-up reads one 4 KiB slice of the system's ~200 KiB), at most 1 MiB.
+        // (Two arrays, not an array of them: its metadata would be built at every start-up.)
+        let certificate = Array("-----BEGIN CERTIFICATE-----".utf8), trusted = Array("-----BEGIN TRUSTED CERTIFICATE-----".utf8)
         var bytes: [UInt8] = []
-        var slice = [UInt8](repeating: 0, count: 16 << 10)
+        var slice = [UInt8](repeating: 0, count: 4 << 10)
         var found = false
         while !found && bytes.count < 1 << 20 {
             let n = slice.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
@@ -110,9 +111,9 @@ public struct TrustSettings: Sendable, Equatable {
             }
             if n == 0 { break }
             // Search only the new bytes and the tail of the old that a marker could span.
-            let from = max(0, bytes.count - markers[1].count)
+            let from = max(0, bytes.count - trusted.count)
             bytes.append(contentsOf: slice[..<n])
-            found = markers.contains { marker in Self.contains(bytes[from...], marker) }
+            found = Self.contains(bytes[from...], certificate) || Self.contains(bytes[from...], trusted)
         }
         guard found else {
             throw ConfigurationError("\(source): CA file \(full) holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
