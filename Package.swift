@@ -1,6 +1,12 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+/// neon-auth's start-up: code that needs a generic type's metadata (a Dictionary's storage, an
+/// array of closures...) calls its accessor directly instead of asking the runtime to demangle a
+/// type name; each of those look-ups also searched every protocol conformance in the program
+/// (~4,000) for the type's requirements, a third of the start-up instructions.
+let directMetadataAccess: [SwiftSetting] = [.unsafeFlags(["-Xfrontend", "-disable-concrete-type-metadata-mangled-name-accessors"])]
+
 let package = Package(
     name: "neon-auth",
     products: [
@@ -11,10 +17,10 @@ let package = Package(
     ],
     targets: [
         // The JSON-RPC 2.0 transport: JSON reader/writer, framing, dispatch.
-        .target(name: "JSONRPC", dependencies: ["CNeonSystem"]),
+        .target(name: "JSONRPC", dependencies: ["CNeonSystem"], swiftSettings: directMetadataAccess),
         // NeonCRM knowledge: signing, credentials, API v1 login/logout, the session pool, the
         // methods, the agent's protocol (client and service). No Foundation.
-        .target(name: "NeonAuth", dependencies: ["JSONRPC", "CNeonSystem"]),
+        .target(name: "NeonAuth", dependencies: ["JSONRPC", "CNeonSystem"], swiftSettings: directMetadataAccess),
         // The system calls Swift cannot make directly (prctl and ioctl are variadic; SO_PEERCRED,
         // sockaddr_un, and fork/exec between which only async-signal-safe calls may run).
         .target(name: "CNeonSystem"),
@@ -25,7 +31,24 @@ let package = Package(
         // file and certificate verification on every libcurl transfer URLSession starts
         // (URLSession on Linux has no setting for either).
         .target(name: "CNeonCurlTrust"),
-        .executableTarget(name: "neon-auth", dependencies: ["JSONRPC", "NeonAuth", "CNeonSystem"]),
+        .executableTarget(name: "neon-auth", dependencies: ["JSONRPC", "NeonAuth", "CNeonSystem"], swiftSettings: directMetadataAccess,
+                          // Start-up time: the Swift runtime (stdlib, Concurrency, Dispatch,
+                          // Synchronization...), libstdc++ and libgcc are linked in, so the dynamic
+                          // loader maps only libc and libm; not a position-independent executable,
+                          // so it has no relative relocations to apply (25k otherwise); no symbol
+                          // exported (-static-stdlib exports the program's own, which nothing looks
+                          // up, and dladdr() at start-up then scans them); the output written with
+                          // write(2), not through a mapping, so that the page cache holds it in
+                          // large folios as it does a copied or installed file (a mapped write
+                          // leaves 4 KiB pages: start-up +20%). glibc stays shared: a static glibc
+                          // crashes in getpwuid_r() for users that only NSS modules know (see
+                          // README, "Build by hand / Install").
+                          linkerSettings: [.unsafeFlags(["-static-stdlib",
+                                                         "-L", Context.packageDirectory + "/scripts/link/static-libstdc++",
+                                                         "-Xclang-linker", "-static-libgcc",
+                                                         "-Xclang-linker", "-no-pie",
+                                                         "-Xlinker", "--no-export-dynamic",
+                                                         "-Xlinker", "--no-mmap-output-file"], .when(platforms: [.linux]))]),
         .executableTarget(name: "neon-auth-agent",
                           dependencies: ["JSONRPC", "NeonAuth", "NeonAuthHTTP", "CNeonSystem", "CNeonCurlTrust"],
                           // An executable exports no symbol by default (gold does not export one for

@@ -27,6 +27,9 @@ public final class OutputSink: Sendable {
         var writing = false
         var directWriting = false
         var writerSleeping = false
+        /// The writer thread was started (on the first ``flush()`` that needs it, so that a
+        /// short run whose answers are all written directly starts none).
+        var writerStarted = false
         var broken = false
         /// The `errno` of the write that failed, once one has.
         var failure: Int32? = nil
@@ -96,7 +99,6 @@ public final class OutputSink: Sendable {
         stderrSharesPipe = kind == Int32(NEON_AUTH_OUTPUT_PIPE) && neon_auth_same_file(fd, 2) == 1
         staged = .allocate(capacity: 1)
         staged.initialize(to: OutputBuffer())
-        DetachedThread.start { [self] in writerLoop() }
     }
 
     deinit {
@@ -243,7 +245,7 @@ public final class OutputSink: Sendable {
         var fromChunk = false  // after the first round, what was written came from `chunk`
         while true {
             let now = written > 0 ? monotonicSeconds() : 0
-            enum Next { case done(wake: Bool), more, broken }
+            enum Next { case done(WriterAction), more, broken }
             let next = state.withLock { state -> Next in
                 if written > 0 {
                     state.written += written
@@ -254,7 +256,7 @@ public final class OutputSink: Sendable {
                     defer { state.broken = true }
                     state.pending = []
                     if !state.broken { state.failure = failure }
-                    return state.broken ? .done(wake: false) : .broken
+                    return state.broken ? .done(.none) : .broken
                 }
                 let count = fromChunk ? chunk.count : bytes.count
                 if written < count {
@@ -267,13 +269,11 @@ public final class OutputSink: Sendable {
                     return .more  // still `directWriting`
                 }
                 state.directWriting = false
-                guard state.writerSleeping, !state.pending.isEmpty || state.closed else { return .done(wake: false) }
-                state.writerSleeping = false
-                return .done(wake: true)
+                return .done(Self.writerAction(&state))
             }
             switch next {
-            case .done(let wake):
-                if wake { self.wake.signal() }
+            case .done(let action):
+                perform(action)
                 return
             case .broken:
                 onBroken(failure)
@@ -286,12 +286,34 @@ public final class OutputSink: Sendable {
     }
 
     private func wakeWriterIfNeeded() {
-        let wakeWriter = state.withLock { state -> Bool in
-            guard state.writerSleeping, !state.pending.isEmpty || state.closed, !state.directWriting else { return false }
-            state.writerSleeping = false
-            return true
+        let action = state.withLock { Self.writerAction(&$0) }
+        perform(action)
+    }
+
+    /// What the writer thread needs: nothing, a wake-up, or to be started (it starts on the first
+    /// flush that leaves something for it, so a short run whose answers are all written directly
+    /// starts none).
+    private enum WriterAction { case none, wake, start }
+
+    /// Under the lock: what the writer thread needs for what is queued now.
+    private static func writerAction(_ state: inout State) -> WriterAction {
+        guard !state.pending.isEmpty || state.closed, !state.directWriting else { return .none }
+        if !state.writerStarted {
+            guard !state.pending.isEmpty else { return .none }
+            state.writerStarted = true
+            return .start
         }
-        if wakeWriter { wake.signal() }
+        guard state.writerSleeping else { return .none }
+        state.writerSleeping = false
+        return .wake
+    }
+
+    private func perform(_ action: WriterAction) {
+        switch action {
+        case .none: break
+        case .wake: wake.signal()
+        case .start: DetachedThread.start { [self] in writerLoop() }
+        }
     }
 
     /// Bytes of a `wanted`-byte write to the pipe that cannot block: from the bound of pages in
@@ -432,7 +454,13 @@ public final class OutputSink: Sendable {
     /// sinks that live shorter than the process (one per agent connection). The descriptor is
     /// not closed: it is the caller's.
     public func close() {
-        state.withLock { $0.closed = true }
+        let startWriter = state.withLock { state -> Bool in
+            state.closed = true
+            guard !state.writerStarted, !state.pending.isEmpty else { return false }
+            state.writerStarted = true
+            return true
+        }
+        if startWriter { DetachedThread.start { [self] in writerLoop() } }
         wake.signal()
     }
 

@@ -29,7 +29,7 @@ public enum AgentMode: String, Sendable, Equatable {
 public final class AgentClient: Sendable {
     private let settings: AgentSettings
     private let requested: AgentMode
-    private let environment: [String: String]
+    private let environment: EnvironmentVariables
     private let executable: String?
     private let log: Logger?
     private struct State {
@@ -58,7 +58,7 @@ public final class AgentClient: Sendable {
     ///     agent inherits, less `NEON_ORG_ID`/`NEON_API_KEY`).
     ///   - executable: the `neon-auth-agent` binary (default: ``defaultExecutable(environment:)``).
     ///   - log: where a fallback to a private agent is reported (once, at `warn`).
-    public init(settings: AgentSettings, mode: AgentMode, environment: [String: String], executable: String? = nil, log: Logger?) {
+    public init(settings: AgentSettings, mode: AgentMode, environment: EnvironmentVariables, executable: String? = nil, log: Logger?) {
         self.settings = settings
         self.requested = mode
         self.environment = environment
@@ -68,7 +68,7 @@ public final class AgentClient: Sendable {
 
     /// `$NEON_AUTH_AGENT_BIN`, else `neon-auth-agent` beside this executable
     /// (`realpath(/proc/self/exe)`); `nil` when neither exists.
-    public static func defaultExecutable(environment: [String: String]) -> String? {
+    public static func defaultExecutable(environment: EnvironmentVariables) -> String? {
         if let explicit = environment["NEON_AUTH_AGENT_BIN"], !explicit.isEmpty { return explicit }
         guard let resolved = realpath("/proc/self/exe", nil) else { return nil }
         defer { free(resolved) }
@@ -330,7 +330,7 @@ public final class AgentClient: Sendable {
     /// The environment the agent gets: this process's, without the API key variables (the
     /// agent never needs them: front-ends send credentials with each call).
     private var agentEnvironment: [String] {
-        environment.filter { $0.key != "NEON_API_KEY" && $0.key != "NEON_ORG_ID" }.map { "\($0.key)=\($0.value)" }
+        environment.all.filter { $0.key != "NEON_API_KEY" && $0.key != "NEON_ORG_ID" }.map { "\($0.key)=\($0.value)" }
     }
 
     /// Ends this process's use of its agent. A shared agent just loses this connection (its
@@ -352,6 +352,17 @@ public final class AgentClient: Sendable {
         connection.reap(timeout: 1)
         if case .success(let value) = result { return AgentService.accounting(value) }
         return nil
+    }
+
+    /// ``finish(deadline:)`` when this process never connected to an agent (nothing can block):
+    /// marks the client finished and returns `true`; `false`, doing nothing, when it has a
+    /// connection (then call ``finish(deadline:)``, which may wait for a private agent's logouts).
+    public func finishIfUnconnected() -> Bool {
+        state.withLock { s in
+            guard s.connection == nil else { return false }
+            s.closed = true
+            return true
+        }
     }
 
     /// Whether this process has an agent connection (and it is a shared one).

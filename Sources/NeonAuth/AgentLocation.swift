@@ -56,7 +56,7 @@ public struct AgentLocation: Sendable, Equatable {
     /// The directory for this user, created if needed, and checked.
     /// - Parameter environment: the process environment (`XDG_RUNTIME_DIR`, `TMPDIR`).
     /// - Throws: ``Unusable`` naming the directory and what is wrong with it.
-    public static func privateDirectory(environment: [String: String]) throws(Unusable) -> String {
+    public static func privateDirectory(environment: EnvironmentVariables) throws(Unusable) -> String {
         let uid = geteuid()
         if let runtime = environment["XDG_RUNTIME_DIR"], runtime.hasPrefix("/"), isPrivate(runtime, uid: uid) == nil {
             let directory = trimmed(runtime) + "/neon-auth"
@@ -73,7 +73,7 @@ public struct AgentLocation: Sendable, Equatable {
     /// The location for these settings, or why there is none.
     /// - Throws: ``Unusable`` when the directory is unsafe or the socket path would not fit
     ///   `sun_path`.
-    public static func resolve(environment: [String: String], digest: String) throws(Unusable) -> AgentLocation {
+    public static func resolve(environment: EnvironmentVariables, digest: String) throws(Unusable) -> AgentLocation {
         let location = AgentLocation(directory: try privateDirectory(environment: environment), digest: digest)
         let limit = neon_auth_unix_path_max()
         guard location.socketPath.utf8.count <= limit else {

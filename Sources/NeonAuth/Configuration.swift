@@ -66,25 +66,34 @@ public struct Configuration: Sendable, Equatable {
     /// The program's version.
     public static let version = "0.1.0"
 
+    /// One option: flag, environment variable, value placeholder, help text. (A struct, not a
+    /// tuple: an array of tuples has its metadata built at run time, at every start-up.)
+    struct Option {
+        let flag: String, env: String, value: String?, help: String
+        init(_ flag: String, _ env: String, _ value: String?, _ help: String) {
+            (self.flag, self.env, self.value, self.help) = (flag, env, value, help)
+        }
+    }
+
     /// Each option: flag, environment variable, value placeholder, help text.
-    static let options: [(flag: String, env: String, value: String?, help: String)] = [
-        ("--v1-base-url", "NEON_AUTH_V1_BASE_URL", "URL", "API v1 base URL (default: production, \(NeonEnvironment.production.v1BaseURL))"),
-        ("--v2-base-url", "NEON_AUTH_V2_BASE_URL", "URL", "API v2 base URL returned by sign (default: production, \(NeonEnvironment.production.v2BaseURL))"),
-        ("--trial", "NEON_AUTH_TRIAL", nil, "use the trial instance hosts (env: 1, true, yes or on; 0, false, no or off)"),
-        ("--api-version", "NEON_AUTH_API_VERSION", "2.N", "NEON-API-VERSION sent by default (default: \(NeonAPIVersion.pinned))"),
-        ("--idle-timeout", "NEON_AUTH_IDLE_TIMEOUT", "SECONDS", "NeonCRM's session idle window (default: 1800)"),
-        ("--idle-margin", "NEON_AUTH_IDLE_MARGIN", "SECONDS", "stop handing out a session this long before its idle window ends (default: 60)"),
-        ("--credentials", "NEON_AUTH_CREDENTIALS", "PATH", "credentials file (default: $XDG_CONFIG_HOME/neon-auth/credentials.json, else ~/.config/neon-auth/credentials.json)"),
-        ("--ca-file", "NEON_AUTH_CA_FILE", "PATH", "CA certificates (PEM) trusted for NeonCRM instead of the system's (default: SSL_CERT_FILE, else the system store; verification is always on)"),
-        ("--http-timeout", "NEON_AUTH_HTTP_TIMEOUT", "SECONDS", "total deadline of one login, retries included (default: 10)"),
-        ("--connect-timeout", "NEON_AUTH_CONNECT_TIMEOUT", "SECONDS", "give up one HTTP attempt after this long without progress (default: 5)"),
-        ("--refresh-ahead", "NEON_AUTH_REFRESH_AHEAD", "SECONDS", "start a background login this long before a session goes stale (default: 120, at most a quarter of the window)"),
-        ("--rejection-cache", "NEON_AUTH_REJECTION_CACHE", "SECONDS", "fail fast this long after NeonCRM rejected a credential (default: 10; 0 = off)"),
-        ("--shutdown-timeout", "NEON_AUTH_SHUTDOWN_TIMEOUT", "SECONDS", "time allowed to log out every session at exit (default: 3)"),
-        ("--log-level", "NEON_AUTH_LOG_LEVEL", "LEVEL", "error, warn, info or debug (default: warn); logs go to stderr"),
-        ("--agent", "NEON_AUTH_AGENT", "shared|private", "the per-user agent shared by every neon-auth (default), or one of this process's own"),
-        ("--agent-idle-exit", "NEON_AUTH_AGENT_IDLE_EXIT", "SECONDS", "a shared agent exits after this long with no session and no connection (default: 60)"),
-        ("--max-message-bytes", "NEON_AUTH_MAX_MESSAGE_BYTES", "BYTES", "longest request accepted, 1024 to 1073741824 (default: 1048576)"),
+    static let options: [Option] = [
+        Option("--v1-base-url", "NEON_AUTH_V1_BASE_URL", "URL", "API v1 base URL (default: production, \(NeonEnvironment.production.v1BaseURL))"),
+        Option("--v2-base-url", "NEON_AUTH_V2_BASE_URL", "URL", "API v2 base URL returned by sign (default: production, \(NeonEnvironment.production.v2BaseURL))"),
+        Option("--trial", "NEON_AUTH_TRIAL", nil, "use the trial instance hosts (env: 1, true, yes or on; 0, false, no or off)"),
+        Option("--api-version", "NEON_AUTH_API_VERSION", "2.N", "NEON-API-VERSION sent by default (default: \(NeonAPIVersion.pinned))"),
+        Option("--idle-timeout", "NEON_AUTH_IDLE_TIMEOUT", "SECONDS", "NeonCRM's session idle window (default: 1800)"),
+        Option("--idle-margin", "NEON_AUTH_IDLE_MARGIN", "SECONDS", "stop handing out a session this long before its idle window ends (default: 60)"),
+        Option("--credentials", "NEON_AUTH_CREDENTIALS", "PATH", "credentials file (default: $XDG_CONFIG_HOME/neon-auth/credentials.json, else ~/.config/neon-auth/credentials.json)"),
+        Option("--ca-file", "NEON_AUTH_CA_FILE", "PATH", "CA certificates (PEM) trusted for NeonCRM instead of the system's (default: SSL_CERT_FILE, else the system store; verification is always on)"),
+        Option("--http-timeout", "NEON_AUTH_HTTP_TIMEOUT", "SECONDS", "total deadline of one login, retries included (default: 10)"),
+        Option("--connect-timeout", "NEON_AUTH_CONNECT_TIMEOUT", "SECONDS", "give up one HTTP attempt after this long without progress (default: 5)"),
+        Option("--refresh-ahead", "NEON_AUTH_REFRESH_AHEAD", "SECONDS", "start a background login this long before a session goes stale (default: 120, at most a quarter of the window)"),
+        Option("--rejection-cache", "NEON_AUTH_REJECTION_CACHE", "SECONDS", "fail fast this long after NeonCRM rejected a credential (default: 10; 0 = off)"),
+        Option("--shutdown-timeout", "NEON_AUTH_SHUTDOWN_TIMEOUT", "SECONDS", "time allowed to log out every session at exit (default: 3)"),
+        Option("--log-level", "NEON_AUTH_LOG_LEVEL", "LEVEL", "error, warn, info or debug (default: warn); logs go to stderr"),
+        Option("--agent", "NEON_AUTH_AGENT", "shared|private", "the per-user agent shared by every neon-auth (default), or one of this process's own"),
+        Option("--agent-idle-exit", "NEON_AUTH_AGENT_IDLE_EXIT", "SECONDS", "a shared agent exits after this long with no session and no connection (default: 60)"),
+        Option("--max-message-bytes", "NEON_AUTH_MAX_MESSAGE_BYTES", "BYTES", "longest request accepted, 1024 to 1073741824 (default: 1048576)"),
     ]
 
     /// The `--help` text (no secrets: it never prints environment values).
@@ -143,7 +152,7 @@ public struct Configuration: Sendable, Equatable {
     /// - Returns: what to do.
     /// - Throws: `ConfigurationError` naming the bad flag or variable (never echoing a secret:
     ///   no option takes one).
-    public static func parse(arguments: [String], environment: [String: String]) throws -> Action {
+    public static func parse(arguments: [String], environment: EnvironmentVariables) throws -> Action {
         var values: [String: String] = [:]  // flag -> value
         var index = 0
         while index < arguments.count {
@@ -248,18 +257,107 @@ private extension Array where Element == String {
 }
 
 extension Configuration {
-    /// This process's environment variables (`environ`), as `parse(arguments:environment:)`
-    /// takes them. Entries without `=` or not valid UTF-8 are skipped; the first of duplicate
-    /// names wins, as `getenv(3)` does.
+    /// This process's environment variables (`environ`), all at once. Entries without `=` or
+    /// not valid UTF-8 are skipped; the name ends at the first `=` byte and the first of
+    /// duplicate names wins, as `getenv(3)` does. Start-up reads variables one at a time
+    /// instead (``EnvironmentVariables/process``), with the same result for each name.
     public static func processEnvironment() -> [String: String] {
+        var count = 0
+        while environ[count] != nil { count += 1 }
         var result: [String: String] = [:]
-        var entry = environ
-        while let pointer = entry.pointee {
-            defer { entry += 1 }
-            guard let text = String(validatingCString: pointer), let equals = text.firstIndex(of: "=") else { continue }
+        result.reserveCapacity(count)
+        for index in 0..<count {
+            guard let pointer = environ[index], let text = String(validatingCString: pointer),
+                  let equals = text.utf8.firstIndex(of: UInt8(ascii: "=")) else { continue }
             let name = String(text[..<equals])
-            if result[name] == nil { result[name] = String(text[text.index(after: equals)...]) }
+            if result[name] == nil { result[name] = String(text[text.utf8.index(after: equals)...]) }
         }
         return result
+    }
+}
+
+/// Environment variables, read one name at a time: the process's own (``process``: `environ`,
+/// scanned when a variable is read, so that start-up builds no dictionary of every variable),
+/// or a fixed set (a dictionary literal: tests, the agent's empty one).
+///
+/// A name reads what ``Configuration/processEnvironment()`` would map it to: the first entry
+/// of `environ` whose name equals it and that is valid UTF-8. (neon-auth never changes its
+/// environment, so reading it late is reading it at start-up.)
+public struct EnvironmentVariables: Sendable, ExpressibleByDictionaryLiteral {
+    /// `nil`: the process's.
+    private let fixed: [String: String]?
+
+    /// This process's environment.
+    public static let process = EnvironmentVariables(fixed: nil)
+
+    private init(fixed: [String: String]?) { self.fixed = fixed }
+
+    /// Exactly `variables`.
+    public init(_ variables: [String: String]) { fixed = variables }
+
+    public init(dictionaryLiteral elements: (String, String)...) {
+        fixed = Dictionary(elements) { first, _ in first }
+    }
+
+    /// The value of `name`, if set.
+    public subscript(name: String) -> String? {
+        if let fixed { return fixed[name] }
+        return Self.processValue(name)
+    }
+
+    /// Every variable (for the agent's environment); the process's are read when asked for.
+    public var all: [String: String] { fixed ?? Configuration.processEnvironment() }
+
+    /// `name`'s value in `environ`, as ``Configuration/processEnvironment()`` maps it.
+    private static func processValue(_ name: String) -> String? {
+        var name = name
+        return name.withUTF8 { wanted -> String? in
+            // All of neon-auth's names are ASCII without "=": most entries are then ruled out
+            // by their first byte.
+            let plain = wanted.allSatisfy { $0 < 0x80 && $0 != UInt8(ascii: "=") }
+            var index = 0
+            while let pointer = environ[index] {
+                index += 1
+                if let value = value(of: pointer, ifNamed: wanted, plain: plain) { return value }
+            }
+            return nil
+        }
+    }
+
+    /// The value of the entry at `pointer` when its name equals `wanted` (as Strings: a
+    /// name with non-ASCII bytes can equal an ASCII one, e.g. with U+212A KELVIN SIGN for K)
+    /// and the whole entry is valid UTF-8; else `nil`.
+    private static func value(of pointer: UnsafeMutablePointer<CChar>, ifNamed wanted: UnsafeBufferPointer<UInt8>,
+                              plain: Bool) -> String? {
+        let length = pointer.withMemoryRebound(to: UInt8.self, capacity: 1) { entry -> Int? in
+            if plain {
+                // An ASCII first byte that differs: the name cannot equal `wanted` (its first
+                // Unicode scalar, composed or not, is not wanted's).
+                let first = entry[0]
+                if first < 0x80 && first != (wanted.isEmpty ? UInt8(ascii: "=") : wanted[0]) { return nil }
+                // strncmp stops at the entry's end.
+                if (wanted.isEmpty || strncmp(pointer, UnsafeRawPointer(wanted.baseAddress!).assumingMemoryBound(to: CChar.self),
+                                             wanted.count) == 0) && entry[wanted.count] == UInt8(ascii: "=") {
+                    return wanted.count
+                }
+            }
+            // The name: the bytes before the first "=" (none: not a variable).
+            var end = 0
+            var ascii = true
+            while entry[end] != UInt8(ascii: "=") {
+                if entry[end] == 0 { return nil }
+                if entry[end] >= 0x80 { ascii = false }
+                end += 1
+            }
+            // Two ASCII strings are equal exactly when their bytes are.
+            if plain && ascii { return nil }
+            guard let entryName = String(validating: UnsafeBufferPointer(start: entry, count: end), as: UTF8.self),
+                  entryName == String(decoding: wanted, as: UTF8.self) else { return nil }
+            return end
+        }
+        // An entry that is not valid UTF-8 is skipped (a later one of the same name may follow).
+        guard let length, let text = String(validatingCString: pointer) else { return nil }
+        let utf8 = text.utf8
+        return String(text[utf8.index(utf8.startIndex, offsetBy: length + 1)...])
     }
 }

@@ -57,7 +57,7 @@ public final class CredentialStore: Sendable {
     ///   - flagPath: `--credentials PATH`, if given.
     ///   - environment: the process environment.
     ///   - onKeysRetired: called (on the looking-up thread) with credentials that a reload removed.
-    public init(flagPath: String?, environment: [String: String], onKeysRetired: @escaping @Sendable ([Credential]) -> Void = { _ in }) {
+    public init(flagPath: String?, environment: EnvironmentVariables, onKeysRetired: @escaping @Sendable ([Credential]) -> Void = { _ in }) {
         if let flagPath {
             (path, pathSource) = (UserHome.absolute(flagPath), "--credentials")
         } else if let env = environment["NEON_AUTH_CREDENTIALS"], !env.isEmpty {
@@ -269,7 +269,7 @@ public enum UserHome {
     /// `HOME` when it is an absolute path; else the password database's home directory of the
     /// effective uid (`getpwuid_r`), when that is absolute; else `nil`. A relative or empty
     /// `HOME` (a service manager's, `env -i`'s) is never used.
-    public static func directory(environment: [String: String]) -> String? {
+    public static func directory(environment: EnvironmentVariables) -> String? {
         if let home = environment["HOME"], home.hasPrefix("/") { return home }
         var entry = passwd()
         var found: UnsafeMutablePointer<passwd>? = nil

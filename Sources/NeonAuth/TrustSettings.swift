@@ -41,7 +41,7 @@ public struct TrustSettings: Sendable, Equatable {
     /// - Returns: `nil` for the system's store.
     /// - Throws: `ConfigurationError` naming the setting and the path when a file is missing,
     ///   unreadable or holds no PEM certificate, or a directory cannot be opened.
-    public static func resolve(explicit: (value: String, source: String)?, environment: [String: String]) throws -> TrustSettings? {
+    public static func resolve(explicit: (value: String, source: String)?, environment: EnvironmentVariables) throws -> TrustSettings? {
         func nonEmpty(_ name: String) -> String? { environment[name].flatMap { $0.isEmpty ? nil : $0 } }
         if let (value, source) = explicit {
             return TrustSettings(caFile: try checkedFile(value, source: source), caFileSource: source)
@@ -74,7 +74,7 @@ public struct TrustSettings: Sendable, Equatable {
     /// A start-up warning for `CURL_CA_BUNDLE` (the curl tool's variable, which neon-auth does
     /// not read) when it is set and no CA file is in use, so it looks as if it were meant for us.
     /// - Returns: the warning, or `nil`.
-    public static func ignoredVariablesWarning(environment: [String: String], trust: TrustSettings?) -> String? {
+    public static func ignoredVariablesWarning(environment: EnvironmentVariables, trust: TrustSettings?) -> String? {
         guard let bundle = environment["CURL_CA_BUNDLE"], !bundle.isEmpty, trust?.caFile == nil else { return nil }
         return "CURL_CA_BUNDLE is set but not read by neon-auth (it is the curl tool's variable): NeonCRM's connections "
             + "trust \(trust.map(\.describedSource) ?? "the system's CA store"); to trust another CA file, pass --ca-file "
@@ -97,10 +97,11 @@ public struct TrustSettings: Sendable, Equatable {
         }
         defer { close(fd) }
         // Read until the first certificate's header (at the very start of any real bundle, so
-        // a front-end's start-up reads one slice of the system's ~200 KiB), at most 1 MiB.
-        let markers = [Array("-----BEGIN CERTIFICATE-----".utf8), Array("-----BEGIN TRUSTED CERTIFICATE-----".utf8)]
+        // a front-end's start-up reads one 4 KiB slice of the system's ~200 KiB), at most 1 MiB.
+        // (Two arrays, not an array of them: its metadata would be built at every start-up.)
+        let certificate = Array("-----BEGIN CERTIFICATE-----".utf8), trusted = Array("-----BEGIN TRUSTED CERTIFICATE-----".utf8)
         var bytes: [UInt8] = []
-        var slice = [UInt8](repeating: 0, count: 16 << 10)
+        var slice = [UInt8](repeating: 0, count: 4 << 10)
         var found = false
         while !found && bytes.count < 1 << 20 {
             let n = slice.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
@@ -110,9 +111,9 @@ public struct TrustSettings: Sendable, Equatable {
             }
             if n == 0 { break }
             // Search only the new bytes and the tail of the old that a marker could span.
-            let from = max(0, bytes.count - markers[1].count)
+            let from = max(0, bytes.count - trusted.count)
             bytes.append(contentsOf: slice[..<n])
-            found = markers.contains { marker in Self.contains(bytes[from...], marker) }
+            found = Self.contains(bytes[from...], certificate) || Self.contains(bytes[from...], trusted)
         }
         guard found else {
             throw ConfigurationError("\(source): CA file \(full) holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
@@ -133,17 +134,19 @@ public struct TrustSettings: Sendable, Equatable {
 
     /// The directories' absolute paths (`:`-separated), after checking that each can be opened.
     static func checkedDirectories(_ list: String, source: String) throws -> String {
-        var result: [String] = []
+        // Concatenated by hand: `[String].joined(separator:)` is generic code whose first call
+        // costs ~100k instructions of run-time conformance look-up at every start-up.
+        var result = ""
         for part in list.split(separator: ":", omittingEmptySubsequences: true) {
             let full = absolute(String(part))
             guard let directory = opendir(full) else {
                 throw ConfigurationError("\(source): cannot open CA directory \(full): \(String(cString: strerror(errno)))")
             }
             closedir(directory)
-            result.append(full)
+            result += result.isEmpty ? full : ":" + full
         }
         guard !result.isEmpty else { throw ConfigurationError("\(source): no directory named") }
-        return result.joined(separator: ":")
+        return result
     }
 
     /// `path` made absolute against the working directory (symbolic links kept).

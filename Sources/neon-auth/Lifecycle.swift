@@ -145,10 +145,15 @@ final class Lifecycle: @unchecked Sendable {
         let result = Mutex<SessionPool.Accounting?>(nil)
         let agent = self.agent, deadline = shutdownTimeout
         let shared = agent.usesSharedAgent
-        DetachedThread.start {
-            let accounting = agent.finish(deadline: deadline + 0.5)
-            result.withLock { $0 = accounting }
+        if agent.finishIfUnconnected() {
+            // No agent was needed (e.g. only `sign`): no logout to wait for, no thread to start.
             done.signal()
+        } else {
+            DetachedThread.start {
+                let accounting = agent.finish(deadline: deadline + 0.5)
+                result.withLock { $0 = accounting }
+                done.signal()
+            }
         }
         // End of input waits for a slow reader as long as it keeps reading; a signal asks to
         // stop, so its wait is bounded.

@@ -32,7 +32,7 @@ enum OneShot {
         """
 
     /// Runs `command` and returns the exit status.
-    static func run(_ command: String, _ arguments: [String], environment: [String: String]) -> Int32 {
+    static func run(_ command: String, _ arguments: [String], environment: EnvironmentVariables) -> Int32 {
         var rest: [String] = []
         var profile: String? = nil, apiVersion: String? = nil, replace: String? = nil, action: String? = nil
         var index = 0

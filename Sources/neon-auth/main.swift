@@ -11,7 +11,8 @@ import CNeonSystem
 // protocol's duplicate of stdout (or any file) would land on fd 2 and logs would corrupt the
 // stream. Closed ones are pointed at /dev/null.
 StandardDescriptors.openClosed()
-let environment = Configuration.processEnvironment()
+// Variables are read where they are needed (no dictionary of the whole environment at start-up).
+let environment = EnvironmentVariables.process
 // One-shot commands for shells (`neon-auth header`, `session`, `agent status|stop`).
 if let command = CommandLine.arguments.dropFirst().first, OneShot.commands.contains(command) {
     signal(SIGPIPE, SIG_IGN)

@@ -30,6 +30,49 @@ struct DiagnosticsTests {
         }
     }
 
+    /// The password database's entry for `uid`: its home directory, or `nil` when it has none.
+    static func passwordHome(_ uid: uid_t) -> String? {
+        var entry = passwd(), found: UnsafeMutablePointer<passwd>? = nil
+        var buffer = [CChar](repeating: 0, count: 16384)
+        guard getpwuid_r(uid, &entry, &buffer, buffer.count, &found) == 0, found != nil, let dir = entry.pw_dir else { return nil }
+        return String(cString: dir)
+    }
+
+    @Test("HOME unset, as another user: that user's home from the password database; a uid it does not list gets a clear error, not a crash",
+          .enabled(if: geteuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"), "needs root and setpriv"))
+    func homeFromPasswordDatabaseAsAnotherUser() throws {
+        // A copy any user can run (the build folder may not be open to other users).
+        let dir = try TempDir()
+        chmod(dir.path, 0o755)
+        let binary = dir.path + "/neon-auth"
+        try FileManager.default.copyItem(atPath: try neonAuthBinary(), toPath: binary)
+        chmod(binary, 0o755)
+        // nobody, and a uid the password database does not know (with "files systemd" in
+        // nsswitch.conf, looking it up loads an NSS module: a static glibc crashed there).
+        let nobody: uid_t = 65534
+        let unknown = try #require((40_000..<60_000).lazy.map { uid_t($0) }.first { Self.passwordHome($0) == nil })
+        for uid in [nobody, unknown] {
+            let home = Self.passwordHome(uid)
+            if uid == nobody && home == nil { continue }  // no nobody on this system
+            let neon = try NeonAuthProcess(arguments: ["--reuid", "\(uid)", "--regid", "\(uid)", "--clear-groups", binary],
+                                           unset: ["HOME", "XDG_CONFIG_HOME", "NEON_AUTH_CREDENTIALS"], directory: "/",
+                                           executable: "/usr/bin/setpriv")
+            neon.send(#"{"jsonrpc":"2.0","id":1,"method":"sign"}"#)
+            let answer = try neon.response()
+            #expect(answer["error"]?["code"] == .number("-32020"), "uid \(uid): \(answer)")
+            if let home {
+                #expect(answer["error"]?["data"]?["searched"]
+                            == .array(["environment: NEON_ORG_ID, NEON_API_KEY", .string(home + "/.config/neon-auth/credentials.json")]),
+                        "uid \(uid): \(answer)")
+            } else {
+                let message = answer["error"]?["message"]?.stringValue ?? ""
+                #expect(message.contains("the password database has no home directory for uid \(uid)"), "\(answer)")
+            }
+            neon.closeInput()
+            #expect(neon.waitForExit() == 0, "uid \(uid): \(neon.stderr.text)")
+        }
+    }
+
     @Test("explicit base URLs hold for every profile, whatever its environment says")
     func explicitBaseURLsHold() throws {
         let fake = try FakeNeonCRM(accounts: [("acme", "k1")])

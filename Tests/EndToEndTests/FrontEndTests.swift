@@ -29,6 +29,9 @@ func mappedLibraries(pid: Int32) -> Set<String>? {
 let agentOnlyLibraries = ["libFoundationNetworking.so", "libcurl", "libFoundation.so", "lib_FoundationICU.so",
                           "libFoundationEssentials.so", "libFoundationInternationalization.so"]
 
+/// Shared libraries the front-end links statically instead (prefixes of mapped file names).
+let frontEndStaticLibraries = ["libswift", "libdispatch.so", "libBlocksRuntime.so", "libstdc++.so", "libgcc_s.so"]
+
 @Suite("End to end: the front-end signs alone and leaves HTTP to its agent", .serialized)
 struct FrontEndTests {
     @Test("neon-auth without neon-auth-agent: openSession gets -32006 naming what is missing, sign still works")
@@ -69,13 +72,36 @@ struct FrontEndTests {
         neon.send(#"{"jsonrpc":"2.0","id":2,"method":"openSession","params":{"orgId":"acme","apiKey":"\#(acmeKey)"}}"#)
         #expect(try neon.response()["result"]?["reused"] == false)
         let maps = try #require(mappedLibraries(pid: neon.process.processIdentifier))
-        #expect(maps.contains { $0.hasSuffix("/libswiftCore.so") }, "the maps were read")
+        #expect(maps.contains { $0.hasSuffix("/libc.so.6") }, "the maps were read")
+        // Its Swift runtime, libstdc++ and libgcc are linked in (Package.swift): the dynamic
+        // loader maps libc and libm only.
+        for library in frontEndStaticLibraries {
+            #expect(!maps.contains { $0.contains("/" + library) }, "\(library) is mapped in the front-end: it should be linked statically")
+        }
         for library in agentOnlyLibraries {
             #expect(!maps.contains { $0.contains("/" + library) }, "\(library) is mapped in the front-end (after removing an import, an incremental debug build can keep a stale autolink entry: rm -rf .build)")
         }
         neon.closeInput()
         #expect(neon.waitForExit() == 0)
         #expect(try fake.count("logouts", org: "acme") == 1, "the private agent logged out at exit")
+    }
+}
+
+extension FrontEndTests {
+    @Test("after a sign the front-end runs two threads: the reader and the signal thread (the output writer starts only when output backs up)",
+          .enabled(if: getuid() == 0, "a non-dumpable process's /proc/<pid>/task needs root"))
+    func threadsAtStartUp() throws {
+        let neon = try NeonAuthProcess(arguments: [])
+        neon.send(#"{"jsonrpc":"2.0","id":1,"method":"sign","params":{"orgId":"acme","apiKey":"\#(acmeKey)"}}"#)
+        #expect(try neon.response()["result"] != nil)
+        let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(neon.process.processIdentifier)/task")
+        #expect(tasks.count == 2, "threads: \(tasks)")
+        // Output the pipe cannot take at once still gets out (through the writer thread).
+        let many = (2...400).map { #"{"jsonrpc":"2.0","id":\#($0),"method":"sign","params":{"orgId":"acme","apiKey":"\#(acmeKey)"}}"# }
+        neon.write(many.joined(separator: "\n") + "\n")
+        for _ in many { #expect(try neon.response()["result"] != nil) }
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
     }
 }
 

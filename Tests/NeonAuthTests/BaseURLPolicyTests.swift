@@ -100,13 +100,35 @@ struct BaseURLPolicyTests {
         #expect(accepted > 500, "the generator should reach the accepted set often")
     }
 
-    @Test("the environment is read from environ, values kept whole")
+    @Test("the environment is read from environ, values kept whole, the same all at once or one variable at a time")
     func environment() {
         setenv("NEON_AUTH_TEST_VARIABLE", "a=b=c é", 1)
         defer { unsetenv("NEON_AUTH_TEST_VARIABLE") }
         let environment = Configuration.processEnvironment()
         #expect(environment["NEON_AUTH_TEST_VARIABLE"] == "a=b=c é")
         #expect(environment == ProcessInfo.processInfo.environment)
+        // An entry that is not UTF-8 is skipped; an "=" followed by a combining mark still ends the name.
+        let notUTF8: [CChar] = [CChar(bitPattern: 0xFF), 0x41, 0]
+        setenv("NEON_AUTH_TEST_NOT_UTF8", notUTF8, 1)
+        setenv("NEON_AUTH_TEST_COMBINING", "\u{301}x", 1)
+        defer { unsetenv("NEON_AUTH_TEST_NOT_UTF8"); unsetenv("NEON_AUTH_TEST_COMBINING") }
+        // A name spelled with U+212A KELVIN SIGN equals one with K, as Strings.
+        setenv("NEON_AUTH_TEST_\u{212A}ELVIN", "kelvin", 1)
+        defer { unsetenv("NEON_AUTH_TEST_\u{212A}ELVIN") }
+        let edges = Configuration.processEnvironment()
+        #expect(edges["NEON_AUTH_TEST_NOT_UTF8"] == nil)
+        #expect(edges["NEON_AUTH_TEST_COMBINING"] == "\u{301}x")
+        #expect(edges["NEON_AUTH_TEST_KELVIN"] == "kelvin")
+        // Reading one variable at a time (start-up) gives what the dictionary holds, name by name.
+        let process = EnvironmentVariables.process
+        for (name, value) in edges { #expect(process[name] == value, "\(name)") }
+        for name in ["NEON_AUTH_TEST_NOT_UTF8", "NEON_AUTH_TEST_KELVIN", "NEON_AUTH_TEST_\u{212A}ELVIN", "NEON_AUTH_TEST_UNSET",
+                     "", "NEON_AUTH_TEST_VARIABLE=a", "NEON_AUTH_TEST_COMBINING"] {
+            #expect(process[name] == edges[name], "\(name)")
+        }
+        #expect(process.all == edges)
+        let fixed: EnvironmentVariables = ["A": "1"]
+        #expect(fixed["A"] == "1" && fixed["B"] == nil && fixed.all == ["A": "1"])
     }
 }
 

@@ -100,7 +100,7 @@ struct TLSFailureTests {
         }
         let ssl: [String: String] = ["SSL_CERT_FILE": dir + "/ssl.pem", "SSL_CERT_DIR": dir]
         func trust(_ arguments: [String], _ environment: [String: String]) throws -> TrustSettings? {
-            guard case .serve(let configuration) = try Configuration.parse(arguments: arguments, environment: environment) else {
+            guard case .serve(let configuration) = try Configuration.parse(arguments: arguments, environment: EnvironmentVariables(environment)) else {
                 Issue.record("not serve")
                 return nil
             }
@@ -133,7 +133,7 @@ struct TLSFailureTests {
             ([], ["SSL_CERT_DIR": dir + "/none"], "SSL_CERT_DIR: cannot open CA directory \(dir)/none: No such file or directory"),
         ]
         for (arguments, environment, message) in refused {
-            #expect { try Configuration.parse(arguments: arguments, environment: environment) } throws: { error in
+            #expect { try Configuration.parse(arguments: arguments, environment: EnvironmentVariables(environment)) } throws: { error in
                 "\(error)".hasPrefix(message)
             }
         }
@@ -156,7 +156,7 @@ struct TLSFailureTests {
         let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
         for name in ["a.pem", "b.pem"] { try Data(pem.utf8).write(to: URL(fileURLWithPath: dir + "/" + name)) }
         func settings(_ arguments: [String], _ environment: [String: String]) throws -> AgentSettings {
-            guard case .serve(let configuration) = try Configuration.parse(arguments: arguments, environment: environment) else {
+            guard case .serve(let configuration) = try Configuration.parse(arguments: arguments, environment: EnvironmentVariables(environment)) else {
                 throw ConfigurationError("not serve")
             }
             return configuration.agentSettings
