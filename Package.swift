@@ -47,6 +47,7 @@ let package = Package(
                                                          "-L", Context.packageDirectory + "/scripts/link/static-libstdc++",
                                                          "-Xclang-linker", "-static-libgcc",
                                                          "-Xclang-linker", "-no-pie",
+                                                         "-Xlinker", "-Ttext-segment=0x401000",
                                                          "-Xlinker", "--no-export-dynamic",
                                                          "-Xlinker", "--no-mmap-output-file"], .when(platforms: [.linux]))]),
         .executableTarget(name: "neon-auth-agent",

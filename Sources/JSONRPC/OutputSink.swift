@@ -98,7 +98,7 @@ public final class OutputSink: Sendable {
         pagesUsed = Atomic(pipePages)  // unknown until first looked at
         stderrSharesPipe = kind == Int32(NEON_AUTH_OUTPUT_PIPE) && neon_auth_same_file(fd, 2) == 1
         staged = .allocate(capacity: 1)
-        staged.initialize(to: OutputBuffer())
+        staged.initialize(to: OutputBuffer(capacity: Self.stagingLimit + (16 << 10)))  // a limit's worth and one more answer
     }
 
     deinit {
@@ -134,6 +134,7 @@ public final class OutputSink: Sendable {
         if isStagingThread {
             let framing = state.withLock { $0.framing }
             framing.append(body, to: &staged.pointee)
+            if staged.pointee.count >= Self.stagingLimit { submitStaged() }
             return
         }
         state.withLock { state in
@@ -174,6 +175,7 @@ public final class OutputSink: Sendable {
     public func stage(appending body: (inout OutputBuffer) -> Bool) -> Bool {
         guard body(&staged.pointee) else { return false }
         staged.pointee.append(0x0A)
+        if staged.pointee.count >= Self.stagingLimit { submitStaged() }
         return true
     }
 
@@ -181,11 +183,20 @@ public final class OutputSink: Sendable {
     /// takes them without blocking, and queues the rest (and what others queued) for the writer.
     public func endStaging() {
         stagingThread.store(0, ordering: .relaxed)
-        let buffer = staged
-        guard buffer.pointee.count > 0 else {
+        guard staged.pointee.count > 0 else {
             flush()
             return
         }
+        submitStaged()
+    }
+
+    /// The read's answers collected so far go out once they reach this many bytes (as a C
+    /// program's 64 KiB stdio buffer would): memory stays flat whatever one read brings in.
+    static let stagingLimit = 64 << 10
+
+    /// Writes (or queues) what is staged and empties the staging buffer.
+    private func submitStaged() {
+        let buffer = staged
         let direct = state.withLock { state -> Bool in
             if state.broken { return false }
             if state.pending.isEmpty && !state.writing && !state.directWriting {
@@ -196,7 +207,7 @@ public final class OutputSink: Sendable {
             return false
         }
         if direct { finishDirect(buffer.pointee.bytes) } else { wakeWriterIfNeeded() }
-        buffer.pointee.removeAll()
+        buffer.pointee.removeAll(keepingAtMost: 2 * Self.stagingLimit)
     }
 
     /// The sinks `send` queued to on this thread inside ``coalescing(_:)``.

@@ -30,7 +30,8 @@ public final class AgentClient: Sendable {
     private let settings: AgentSettings
     private let requested: AgentMode
     private let environment: EnvironmentVariables
-    private let executable: String?
+    /// The `executable` given to init (`nil`: found when first needed, see ``executable``).
+    private let explicitExecutable: String?
     private let log: Logger?
     private struct State {
         var connection: AgentConnection?
@@ -62,9 +63,13 @@ public final class AgentClient: Sendable {
         self.settings = settings
         self.requested = mode
         self.environment = environment
-        self.executable = executable ?? Self.defaultExecutable(environment: environment)
+        explicitExecutable = executable
         self.log = log
     }
+
+    /// The agent binary, looked up only when an agent is to be started (not at start-up:
+    /// `realpath` of /proc/self/exe costs a `readlink` per path component).
+    private var executable: String? { explicitExecutable ?? Self.defaultExecutable(environment: environment) }
 
     /// `$NEON_AUTH_AGENT_BIN`, else `neon-auth-agent` beside this executable
     /// (`realpath(/proc/self/exe)`); `nil` when neither exists.

@@ -53,8 +53,6 @@ final class SignFastPath: @unchecked Sendable {  // immutable after init
     private let headLength: Int, authorizationLength: Int, headersLength: Int, labelLength: Int
     private let defaultVersionLength: Int, tailLength: Int
     private let b64: UnsafeMutablePointer<UInt8>
-    /// Two base64 characters per 12 bits of input (4,096 pairs, 8 KiB): half the lookups.
-    private let b64Pairs: UnsafeMutablePointer<UInt16>
 
     init(settings: ServiceSettings) {
         var tail = Array(#""},"baseUrl":"#.utf8)
@@ -75,17 +73,11 @@ final class SignFastPath: @unchecked Sendable {  // immutable after init
         parts.initialize(from: all, count: all.count)
         b64 = .allocate(capacity: 64)
         b64.initialize(from: Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8), count: 64)
-        b64Pairs = .allocate(capacity: 4096)
-        for i in 0..<4096 {
-            // Stored so that the first character comes first in memory (little-endian).
-            b64Pairs[i] = (UInt16(b64[i >> 6]) | UInt16(b64[i & 63]) << 8).littleEndian
-        }
     }
 
     deinit {
         parts.deallocate()
         b64.deallocate()
-        b64Pairs.deallocate()
     }
 
     func answer(_ request: borrowing FlatRequest, _ out: inout OutputBuffer) -> Bool {
@@ -140,7 +132,7 @@ final class SignFastPath: @unchecked Sendable {  // immutable after init
             pair.update(from: orgStart, count: orgCount)
             pair[orgCount] = UInt8(ascii: ":")
             (pair + orgCount + 1).update(from: keyStart, count: keyCount)
-            BasicAuth.encodeBase64(pair, count: pairCount, to: encoded, pairs: b64Pairs, alphabet: b64)
+            _ = BasicAuth.encodeBase64(pair, count: pairCount, to: encoded, alphabet: b64)
             // The key's bytes do not outlive the request on the stack.
             memset(pair, 0, pairCount)
         }
@@ -162,24 +154,6 @@ final class SignFastPath: @unchecked Sendable {  // immutable after init
 }
 
 extension BasicAuth {
-    /// ``encodeBase64(_:count:to:alphabet:)`` with a table of character pairs per 12 bits.
-    @inline(__always)
-    static func encodeBase64(_ bytes: UnsafePointer<UInt8>, count: Int, to out: UnsafeMutablePointer<UInt8>,
-                             pairs: UnsafePointer<UInt16>, alphabet: UnsafePointer<UInt8>) {
-        var i = 0, o = 0
-        let raw = UnsafeMutableRawPointer(out)
-        while i + 3 <= count {
-            let n = Int(bytes[i]) << 16 | Int(bytes[i + 1]) << 8 | Int(bytes[i + 2])
-            raw.storeBytes(of: pairs[n >> 12], toByteOffset: o, as: UInt16.self)
-            raw.storeBytes(of: pairs[n & 4095], toByteOffset: o + 2, as: UInt16.self)
-            i += 3
-            o += 4
-        }
-        if i < count {
-            _ = encodeBase64(bytes + i, count: count - i, to: out + o, alphabet: alphabet)
-        }
-    }
-
     /// Writes standard base64 (RFC 4648, padded) of `count` bytes at `bytes` to `out`, which
     /// must have room for `(count + 2) / 3 * 4` bytes. - Returns: the bytes written.
     @inline(__always)
