@@ -36,6 +36,8 @@ public final class Logger: Sendable {
     private let fd: Int32
     private let program: String
     private let droppedLines = Mutex(0)
+    /// Where lines go instead of `fd` (see ``route(through:)``).
+    private let router = Mutex<(@Sendable ([UInt8]) -> Bool)?>(nil)
 
     /// - Parameters:
     ///   - level: lines above this level are skipped.
@@ -45,6 +47,31 @@ public final class Logger: Sendable {
         self.level = level
         self.fd = fd
         self.program = program
+    }
+
+    /// Sends every later line to `write` instead of the descriptor: for a stderr that is the
+    /// protocol's own pipe or socket (`2>&1`), so that lines go out between whole answers,
+    /// never inside one. `write` returns `false` when it dropped the line (counted).
+    public func route(through write: @escaping @Sendable ([UInt8]) -> Bool) {
+        router.withLock { $0 = write }
+    }
+
+    /// Writes whole lines that are already formatted (another process's log, relayed) the way
+    /// this logger writes its own.
+    public func emit(lines: [UInt8]) {
+        guard !lines.isEmpty else { return }
+        if let write = router.withLock({ $0 }) {
+            if !write(lines) { droppedLines.withLock { $0 += 1 } }
+            return
+        }
+        droppedLines.withLock { dropped in
+            var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            guard poll(&pfd, 1, 0) == 1, pfd.revents & Int16(POLLOUT) != 0 else {
+                dropped += 1
+                return
+            }
+            _ = lines.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        }
     }
 
     /// Lines dropped so far because the descriptor would have blocked.
@@ -59,14 +86,7 @@ public final class Logger: Sendable {
         var line = Array("\(program): \(level.name): ".utf8)
         line.append(contentsOf: message().utf8.map { $0 == 0x0A || $0 == 0x0D ? 0x20 : $0 })
         line.append(0x0A)
-        droppedLines.withLock { dropped in
-            var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-            guard poll(&pfd, 1, 0) == 1, pfd.revents & Int16(POLLOUT) != 0 else {
-                dropped += 1
-                return
-            }
-            _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        }
+        emit(lines: line)
     }
 
     public func error(_ message: @autoclosure () -> String) { log(.error, message()) }

@@ -47,8 +47,10 @@ public final class OutputSink: Sendable {
     /// One of the `NEON_AUTH_OUTPUT_` kinds (CNeonSystem), decided once.
     private let kind: Int32
     /// A pipe's pages (its buffers: Linux stores a write in whole pages, merging a short write
-    /// into the last page only when it fits), and this process's page size.
-    private let pipePages: Int, pageSize: Int
+    /// into the last page only when it fits), read when the sink is made and after growing it
+    /// (a pipe shrunk later by someone else can make a direct write wait until the client
+    /// reads), and this process's page size.
+    private let pipePages: Atomic<Int>, pageSize: Int
     /// An upper bound of the pipe's pages holding data, and of the writes they hold, counting
     /// every write since the pipe was last seen empty (a client's reads only lower the truth):
     /// while the bound leaves room, a write cannot block and needs no `FIONREAD`. Only the one
@@ -60,9 +62,8 @@ public final class OutputSink: Sendable {
     /// then ends at a line's end, so that another writer of the pipe (a log line, `2>&1`) can
     /// only come between whole answers.
     private let linesFraming = Atomic<Bool>(true)
-    /// A pipe's capacity in bytes (after growing it), read once: a pipe shrunk later by someone
-    /// else can make a direct write wait until the client reads.
-    private let pipeCapacity: Int
+    /// Whether growing the pipe (to ``pipeGoal``) was tried; only the thread writing changes it.
+    private let pipeGrowTried = Atomic<Bool>(false)
     /// The reading thread's buffer for one read's answers (see ``beginStaging()``).
     private nonisolated(unsafe) let staged: UnsafeMutablePointer<OutputBuffer>
     /// The thread between ``beginStaging()`` and ``endStaging()`` (0: none).
@@ -86,16 +87,13 @@ public final class OutputSink: Sendable {
         var kind = neon_auth_output_kind(fd)
         var capacity = 0
         if kind == Int32(NEON_AUTH_OUTPUT_PIPE) {
-            // A read's answers (about 2.1 bytes out per byte in for `sign`, so up to ~140 KiB
-            // per 64 KiB read) then fit in one write while the client keeps up.
-            capacity = neon_auth_grow_pipe(fd, Self.pipeGoal)
+            capacity = neon_auth_grow_pipe(fd, 0)  // as it is; grown when first found short
             if capacity <= 0 { kind = Int32(NEON_AUTH_OUTPUT_OTHER) }
         }
         self.kind = kind
-        pipeCapacity = capacity
         pageSize = Int(getpagesize())
-        pipePages = capacity / pageSize
-        pagesUsed = Atomic(pipePages)  // unknown until first looked at
+        pipePages = Atomic(capacity / pageSize)
+        pagesUsed = Atomic(capacity / pageSize)  // unknown until first looked at
         stderrSharesPipe = kind == Int32(NEON_AUTH_OUTPUT_PIPE) && neon_auth_same_file(fd, 2) == 1
         staged = .allocate(capacity: 1)
         staged.initialize(to: OutputBuffer(capacity: Self.stagingLimit + (16 << 10)))  // a limit's worth and one more answer
@@ -107,8 +105,11 @@ public final class OutputSink: Sendable {
         staged.deallocate()
     }
 
-    /// The pipe capacity asked for, bytes (Linux's default /proc/sys/fs/pipe-max-size).
-    static let pipeGoal = 1 << 20
+    /// The pipe capacity asked for once a write finds the pipe short, in bytes: a few of the
+    /// 64 KiB writes a read's answers make. Not more: an unprivileged user's pipes share a
+    /// quota (/proc/sys/fs/pipe-user-pages-soft, 64 MiB by default), and past it every new
+    /// pipe of that user gets 2 pages.
+    static let pipeGoal = 256 << 10
 
     /// The framing used for output; switched once by the reader when it detects LSP-style input.
     public var framing: Framing {
@@ -141,6 +142,20 @@ public final class OutputSink: Sendable {
             guard !state.broken else { return }
             state.framing.append(body, to: &state.pending)
         }
+    }
+
+    /// Queues whole lines that are not protocol messages (log lines, when stderr is this very
+    /// pipe or socket) between the queued answers, and writes what can go at once.
+    /// - Returns: `false` when they were dropped: the output broke, or more than
+    ///   `maxQueuedBytes` wait already (a log line never makes the service wait).
+    public func sendOutOfBand(_ lines: [UInt8]) -> Bool {
+        let queued = state.withLock { state -> Bool in
+            guard !state.broken, state.pending.count < maxQueuedBytes else { return false }
+            state.pending.append(contentsOf: lines)
+            return true
+        }
+        if queued { flush() }
+        return queued
     }
 
     /// Queues one message and wakes the writer (inside ``coalescing(_:)``, once at its end; on the
@@ -331,6 +346,7 @@ public final class OutputSink: Sendable {
     /// use (see ``pagesUsed``), asking the kernel (`FIONREAD`) only when the bound is too high.
     private func pipeRoom(for wanted: Int) -> Int {
         let margin = stderrSharesPipe ? 4 : 2
+        var pipePages = self.pipePages.load(ordering: .relaxed)
         var used = pagesUsed.load(ordering: .relaxed)
         if !stderrSharesPipe && used + wanted / pageSize + 1 + margin <= pipePages { return wanted }
         let unread = neon_auth_pipe_unread(fd)
@@ -344,6 +360,14 @@ public final class OutputSink: Sendable {
             used = min(used, (Int(unread) + pageSize - 1) / pageSize + writesHeld.load(ordering: .relaxed) + 1)
         }
         pagesUsed.store(used, ordering: .relaxed)
+        if (pipePages - used - margin - 1) * pageSize < wanted && !pipeGrowTried.load(ordering: .relaxed) {
+            pipeGrowTried.store(true, ordering: .relaxed)
+            let grown = neon_auth_grow_pipe(fd, Self.pipeGoal)
+            if grown > 0 {
+                pipePages = Int(grown) / pageSize
+                self.pipePages.store(pipePages, ordering: .relaxed)
+            }
+        }
         let free = pipePages - used - margin
         return free > 1 ? min(wanted, (free - 1) * pageSize) : 0
     }

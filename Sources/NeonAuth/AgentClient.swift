@@ -306,7 +306,8 @@ public final class AgentClient: Sendable {
         if logPipe[1] >= 0 { close(logPipe[1]) }
         if logPipe[0] >= 0 {
             let source = logPipe[0]
-            DetachedThread.start { Self.relay(source) }
+            let log = self.log
+            DetachedThread.start { Self.relay(source, to: log) }
         }
         guard pid > 0 else {
             close(pair[0])
@@ -320,14 +321,32 @@ public final class AgentClient: Sendable {
         return .success(connection)
     }
 
-    /// Copies a private agent's log lines to this process's stderr until the agent ends.
-    private static func relay(_ source: Int32) {
+    /// Copies a private agent's log lines to this process's stderr until the agent ends: whole
+    /// lines, through `log` when there is one (which knows whether stderr is the protocol's
+    /// own pipe, see ``Logger/route(through:)``).
+    private static func relay(_ source: Int32, to log: Logger?) {
         var buffer = [UInt8](repeating: 0, count: 16 * 1024)
+        var partial: [UInt8] = []
+        func emit(_ lines: [UInt8]) {
+            if let log { log.emit(lines: lines) } else { _ = lines.withUnsafeBytes { write(2, $0.baseAddress, $0.count) } }
+        }
         while true {
             let n = buffer.withUnsafeMutableBytes { read(source, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { break }
-            _ = buffer.withUnsafeBytes { write(2, $0.baseAddress, n) }
+            partial.append(contentsOf: buffer[0..<n])
+            if let end = partial.lastIndex(of: 0x0A) {
+                emit(Array(partial[...end]))
+                partial.removeSubrange(...end)
+            } else if partial.count > 64 * 1024 {
+                partial.append(0x0A)  // a line that long is cut rather than held
+                emit(partial)
+                partial = []
+            }
+        }
+        if !partial.isEmpty {
+            partial.append(0x0A)
+            emit(partial)
         }
         close(source)
     }

@@ -133,8 +133,9 @@ final class SignFastPath: @unchecked Sendable {  // immutable after init
             pair[orgCount] = UInt8(ascii: ":")
             (pair + orgCount + 1).update(from: keyStart, count: keyCount)
             _ = BasicAuth.encodeBase64(pair, count: pairCount, to: encoded, alphabet: b64)
-            // The key's bytes do not outlive the request on the stack.
-            memset(pair, 0, pairCount)
+            // The key's bytes do not outlive the request on the stack (explicit_bzero: a
+            // memset of memory about to go out of scope is optimised away).
+            explicit_bzero(pair, pairCount)
         }
         to += encodedCount
         to.update(from: from, count: headersLength)

@@ -79,6 +79,11 @@ let lifecycle = Lifecycle(agent: agent, log: log, shutdownTimeout: configuration
 let output = OutputSink(fd: protocolFD) { error in
     DetachedThread.start { lifecycle.shutdown(OutputSink.isReaderGone(error) ? .outputClosed : .outputFailed(error)) }
 }
+// stderr is the protocol's own pipe or socket (`2>&1`): log lines join the output between
+// whole answers (written directly, a line could land inside a half-written answer).
+if neon_auth_same_file(protocolFD, 2) == 1 {
+    log.route { output.sendOutOfBand($0) }
+}
 // `exit` (LSP) is answered like any request, then ends the process as end of input does.
 let handlers = service.handlers.merging(
     LSPCompatibility.handlers(name: "neon-auth", version: Configuration.version) { lifecycle.server?.requestStop() }

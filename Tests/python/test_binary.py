@@ -263,3 +263,79 @@ def test_answers_through_a_socket_stdout(binary, isolated_env):
         ours.close()
         reap(proc)
     assert sorted(_ids(b"".join(chunks))) == list(range(count))
+
+
+def _discover_and_sign_lines(rounds: int) -> bytes:
+    lines = []
+    for r in range(rounds):
+        lines.append(b'{"jsonrpc":"2.0","id":"d%d","method":"rpc.discover"}\n' % r)
+        lines.extend(b'{"jsonrpc":"2.0","id":%d,"method":"sign","params":{"orgId":"o","apiKey":"k"}}\n' % (r * 100 + j)
+                     for j in range(15))
+        # Each fails at once (nothing listens) and logs a line, in this process and in its agent.
+        lines.extend(b'{"jsonrpc":"2.0","id":"o%d.%d","method":"openSession","params":{"orgId":"o","apiKey":"k"}}\n' % (r, j)
+                     for j in range(5))
+    return b"".join(lines)
+
+
+def _check_whole(output: bytes, rounds: int) -> None:
+    broken = [line[:120] for line in output.split(b"\n") if line.startswith(b"{") and not _parses(line)]
+    assert not broken, f"{len(broken)} answers with something written inside them, e.g. {broken[0]!r}"
+    answers = [json.loads(line) for line in output.split(b"\n") if line.startswith(b"{")]
+    assert len(answers) == rounds * 21
+    logs = [line for line in output.split(b"\n") if line and not line.startswith(b"{")]
+    assert all(line.startswith(b"neon-auth") for line in logs), logs[:3]
+    assert len(logs) > rounds, "the failing openSession calls should have logged lines among the answers"
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        json.loads(line)
+        return True
+    except ValueError:
+        return False
+
+
+@pytest.mark.parametrize("transport", ["pipe", "socket"])
+def test_log_lines_never_land_inside_answers_with_stderr_on_stdout(binary, isolated_env, transport):
+    """`neon-auth 2>&1` at debug level, answers far larger than a pipe's page (rpc.discover)
+    mixed with small ones, a client that reads slowly in small pieces: every answer is whole,
+    and the log lines come between answers."""
+    import socket
+    import threading
+    import time
+    rounds = 150
+    full_env = dict(os.environ)
+    full_env.update(isolated_env)
+    argv = [str(binary), "--log-level", "debug", "--agent", "private", "--v1-base-url", "http://127.0.0.1:9/neonws/services/api",
+            "--http-timeout", "2", "--connect-timeout", "1"]
+    if transport == "socket":
+        ours, theirs = socket.socketpair()
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=theirs.fileno(), stderr=theirs.fileno(), env=full_env)
+        theirs.close()
+        ours.settimeout(30)
+        read = lambda: ours.recv(3000)
+    else:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env)
+        read = lambda: os.read(proc.stdout.fileno(), 3000)
+    try:
+        data = _discover_and_sign_lines(rounds)
+
+        def feed() -> None:
+            for k in range(0, len(data), 20000):
+                proc.stdin.write(data[k:k + 20000])
+                proc.stdin.flush()
+                time.sleep(0.002)
+            proc.stdin.close()
+
+        threading.Thread(target=feed, daemon=True).start()
+        time.sleep(0.5)
+        out = bytearray()
+        while chunk := read():
+            out += chunk
+            time.sleep(0.0003)
+        assert wait_exit(proc, 30) == 0
+    finally:
+        if transport == "socket":
+            ours.close()
+        reap(proc)
+    _check_whole(bytes(out), rounds)

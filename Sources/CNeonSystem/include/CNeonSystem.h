@@ -26,7 +26,7 @@ enum {
 /// The kind of `fd` (fstat), one of the NEON_AUTH_OUTPUT_ values.
 int neon_auth_output_kind(int fd);
 
-/// Grows the pipe behind `fd` to at least `size` bytes (F_SETPIPE_SZ) when it is smaller and
+/// Grows the pipe behind `fd` to at least `size` bytes (F_SETPIPE_SZ; 0: leave it) when it is smaller and
 /// the system allows it (an unprivileged user is capped by /proc/sys/fs/pipe-max-size and the
 /// per-user pipe limits; a refusal keeps the pipe as it is). Returns the capacity now
 /// (F_GETPIPE_SZ), or -1 when `fd` is not a pipe.
