@@ -157,12 +157,12 @@ final class Lifecycle: @unchecked Sendable {
         }
         // End of input waits for a slow reader as long as it keeps reading; a signal asks to
         // stop, so its wait is bounded.
+        var bounded = false
+        if case .signal = reason { bounded = true }
+        var drained = false
         if reason.outputUsable, let output {
-            var bounded = false
-            if case .signal = reason { bounded = true }
-            if !output.drain(stallTimeout: 10, limit: bounded ? max(3, shutdownTimeout) : nil) {
-                log.warn("stdout is not taking the remaining responses: exiting with some unwritten")
-            }
+            drained = output.drain(stallTimeout: 10, limit: bounded ? max(3, shutdownTimeout) : nil)
+            if !drained { log.warn("stdout is not taking the remaining responses: exiting with some unwritten") }
         }
         if done.wait(timeout: .now() + shutdownTimeout + 1) == .timedOut {
             log.warn("logout at exit did not finish in time")
@@ -175,6 +175,9 @@ final class Lifecycle: @unchecked Sendable {
             log.info("exit: no session was obtained from NeonCRM")
         }
         if log.dropped > 0 { log.warn("\(log.dropped) log line(s) were dropped because stderr was not being read") }
+        // With stderr the protocol's own pipe (`2>&1`) the lines above went into the output's
+        // queue: they are written before exit as the answers were.
+        if drained, let output { _ = output.drain(stallTimeout: 10, limit: bounded ? 3 : nil) }
         // A write error at any point, not only the one that started the shutdown, fails the run.
         if let failure = output?.failure, !OutputSink.isReaderGone(failure) {
             log.error("\(Reason.outputFailed(failure).text): some responses were lost (exit status \(Self.writeErrorStatus))")

@@ -285,6 +285,7 @@ def _check_whole(output: bytes, rounds: int) -> None:
     logs = [line for line in output.split(b"\n") if line and not line.startswith(b"{")]
     assert all(line.startswith(b"neon-auth") for line in logs), logs[:3]
     assert len(logs) > rounds, "the failing openSession calls should have logged lines among the answers"
+    assert any(line.startswith(b"neon-auth: info: exit:") for line in logs), "the exit summary is the last line, written before exit"
 
 
 def _parses(line: bytes) -> bool:
@@ -339,3 +340,27 @@ def test_log_lines_never_land_inside_answers_with_stderr_on_stdout(binary, isola
             ours.close()
         reap(proc)
     _check_whole(bytes(out), rounds)
+
+
+def test_exit_summary_reaches_a_slow_reader_with_stderr_on_stdout(binary, isolated_env):
+    """`neon-auth 2>&1 | slow reader`: more answers are unread at exit than the pipe holds;
+    the log lines that end the run (the exit summary) still come out, after the answers."""
+    import time
+    full_env = dict(os.environ)
+    full_env.update(isolated_env)
+    requests = b"".join(b'{"jsonrpc":"2.0","id":%d,"method":"rpc.discover"}\n' % i for i in range(12))
+    proc = subprocess.Popen([str(binary), "--log-level", "info"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=full_env)
+    try:
+        proc.stdin.write(requests)
+        proc.stdin.close()
+        out = bytearray()
+        while chunk := os.read(proc.stdout.fileno(), 2048):
+            out += chunk
+            time.sleep(0.002)
+        assert wait_exit(proc, 30) == 0
+    finally:
+        reap(proc)
+    lines = bytes(out).split(b"\n")
+    assert sum(line.startswith(b"{") for line in lines) == 12
+    assert lines[-2].startswith(b"neon-auth: info: exit:"), lines[-3:]
