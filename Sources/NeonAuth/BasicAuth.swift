@@ -117,15 +117,20 @@ final class SignFastPath: @unchecked Sendable {  // immutable after init
             + labelLength + versionCount + tailLength
         var to = out.reserve(total)
         var from = UnsafePointer(parts)
+        /// Copies `n` bytes from `source` to the answer.
+        @inline(__always) func put(_ source: UnsafePointer<UInt8>, _ n: Int) {
+            to.update(from: source, count: n)
+            to += n
+        }
+        /// Copies the next `n` bytes of the constant parts.
+        @inline(__always) func putPart(_ n: Int) {
+            put(from, n)
+            from += n
+        }
         // head, id, authorization, base64, headers, base64, version label, version, tail
-        to.update(from: from, count: headLength)
-        to += headLength
-        from += headLength
-        to.update(from: idStart, count: idCount)
-        to += idCount
-        to.update(from: from, count: authorizationLength)
-        to += authorizationLength
-        from += authorizationLength
+        putPart(headLength)
+        put(idStart, idCount)
+        putPart(authorizationLength)
         let encoded = to
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: Self.maxPair) { scratch in
             let pair = scratch.baseAddress!
@@ -138,17 +143,12 @@ final class SignFastPath: @unchecked Sendable {  // immutable after init
             explicit_bzero(pair, pairCount)
         }
         to += encodedCount
-        to.update(from: from, count: headersLength)
-        to += headersLength
-        from += headersLength
-        to.update(from: encoded, count: encodedCount)
-        to += encodedCount
-        to.update(from: from, count: labelLength)
-        to += labelLength
-        from += labelLength + defaultVersionLength
-        to.update(from: versionStart, count: versionCount)
-        to += versionCount
-        to.update(from: from, count: tailLength)
+        putPart(headersLength)
+        put(encoded, encodedCount)
+        putPart(labelLength)
+        from += defaultVersionLength
+        put(versionStart, versionCount)
+        putPart(tailLength)
         out.commit(total)
         return true
     }
