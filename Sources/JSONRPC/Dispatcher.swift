@@ -50,9 +50,6 @@ public final class Dispatcher: Sendable {
         return false
     }
 
-    /// Whether `method` has a fast path.
-    public func hasFastPath(for method: String) -> Bool { fastPaths.contains { $0.method == method } }
-
     /// The names of all methods served.
     public var methodNames: [String] { handlers.keys.sorted() }
 

@@ -74,15 +74,6 @@ public struct FlatRequest {
         return length == name.utf8CodeUnitCount && memcmp(base + Int(m[0]), name.utf8Start, length) == 0
     }
 
-    /// The contents of the string member `name` of params, if present.
-    public func param(_ name: [UInt8]) -> Range<Int>? {
-        for index in 0..<paramCount {
-            let member = param(at: index)
-            if bytes[member.name].elementsEqual(name) { return member.value }
-        }
-        return nil
-    }
-
     mutating func addParam(name: Range<Int32>, value: Range<Int32>, plain: Bool) -> Bool {
         guard storedParamCount < Self.maxParams else { return false }
         let length = Int(name.upperBound - name.lowerBound)

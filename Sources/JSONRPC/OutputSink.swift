@@ -56,7 +56,11 @@ public final class OutputSink: Sendable {
     /// while the bound leaves room, a write cannot block and needs no `FIONREAD`. Only the one
     /// thread writing at a time (the `writing`/`directWriting` protocol) changes them.
     private let pagesUsed: Atomic<Int>, writesHeld = Atomic<Int>(0)
-    /// stderr is the same pipe (`2>&1`): log lines take pages this process does not count.
+    /// stderr is the same file (`2>&1`): whoever logs should send its lines through
+    /// ``sendOutOfBand(_:)``, between whole answers.
+    public let sharesFileWithStderr: Bool
+    /// stderr is the same pipe: a line written to fd 2 anyway (a library's) takes pages this
+    /// process does not count.
     private let stderrSharesPipe: Bool
     /// Messages end with a newline (``Framing/newlineDelimited``): a partial write to a pipe
     /// then ends at a line's end, so that another writer of the pipe (a log line, `2>&1`) can
@@ -94,7 +98,8 @@ public final class OutputSink: Sendable {
         pageSize = Int(getpagesize())
         pipePages = Atomic(capacity / pageSize)
         pagesUsed = Atomic(capacity / pageSize)  // unknown until first looked at
-        stderrSharesPipe = kind == Int32(NEON_AUTH_OUTPUT_PIPE) && neon_auth_same_file(fd, 2) == 1
+        sharesFileWithStderr = neon_auth_same_file(fd, 2) == 1
+        stderrSharesPipe = kind == Int32(NEON_AUTH_OUTPUT_PIPE) && sharesFileWithStderr
         staged = .allocate(capacity: 1)
         staged.initialize(to: OutputBuffer(capacity: Self.stagingLimit + (16 << 10)))  // a limit's worth and one more answer
     }

@@ -81,7 +81,7 @@ let output = OutputSink(fd: protocolFD) { error in
 }
 // stderr is the protocol's own pipe or socket (`2>&1`): log lines join the output between
 // whole answers (written directly, a line could land inside a half-written answer).
-if neon_auth_same_file(protocolFD, 2) == 1 {
+if output.sharesFileWithStderr {
     log.route { output.sendOutOfBand($0) }
 }
 // `exit` (LSP) is answered like any request, then ends the process as end of input does.
