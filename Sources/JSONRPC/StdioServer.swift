@@ -31,7 +31,8 @@ public final class StdioServer: Sendable {
     ///   - dispatcher: the method table.
     ///   - maxMessageBytes: the longest line accepted, in bytes, excluding its terminator.
     ///   - afterRead: called on the reading thread once the messages of each read are handled
-    ///     (e.g. to send on, in one write, what `.started` handlers queued for another process).
+    ///     and their answers written (e.g. to send on, in one write, what `.started` handlers
+    ///     queued for another process).
     public init(inputFD: Int32, output: OutputSink, dispatcher: Dispatcher, maxMessageBytes: Int,
                 afterRead: (@Sendable () -> Void)? = nil) {
         self.inputFD = inputFD
@@ -67,13 +68,15 @@ public final class StdioServer: Sendable {
             // handlers, `.started` handlers that reply at once) goes out together after it.
             output.beginStaging()
             decoder.consume(UnsafeBufferPointer(rebasing: chunk[0..<n]), onFraming: setFraming, handle: handleEvent)
-            afterRead?()
+            // The client's answers first: what goes to another process (e.g. a `holdSession`
+            // telling the agent of a session handed out here) is not on the client's path.
             output.endStaging()
+            afterRead?()
         }
         output.beginStaging()
         if !isStopping { decoder.finish(onFraming: setFraming, handle: handleEvent) }
-        afterRead?()
         output.endStaging()
+        afterRead?()
     }
 
     private func setFraming(_ framing: Framing) {

@@ -119,6 +119,58 @@ public final class AgentClient: Sendable {
         if flush { outboundReady.signal() }
     }
 
+    /// `openSession` answered by this front-end itself: `key`'s pooled session while the lease
+    /// the agent gave with it runs (the agent's `leaseSeconds`: until a refresh could be due,
+    /// ``SessionPool/leaseWindow``) and the agent has not said `sessionRetired`; the agent is
+    /// told (`holdSession`, queued like any call: flushed after the read's answers), so its
+    /// holds, last use and `status` stay exact. A client's round trip then needs no agent hop.
+    /// - Returns: the session ID (one more hold), or `nil` when the agent must be asked
+    ///   (no live connection, no lease, or it ran out).
+    public func openLeased(_ key: SessionPool.Key) -> Secret? {
+        guard let connection = state.withLock({ $0.connection }), connection.isOpen else { return nil }
+        let now = bootTimeSeconds()
+        guard let id = connection.takeLease(key, now: now) else { return nil }
+        start("holdSession", ["userSessionId": .string(id.exposedValue)], spawn: false, flush: false) { [weak connection] result in
+            switch result {
+            case .success(let held?):
+                if let seconds = held["leaseSeconds"]?.numberValue.flatMap(Double.init) {
+                    connection?.renewed(key, id, seconds: seconds, askedAt: now)
+                }
+            case .success(nil), .failure:
+                // Not pooled any more (or the agent is gone): the agent decides the next open.
+                connection?.revoke(id)
+            }
+        }
+        return id
+    }
+
+    /// `closeSession` without `logout` answered by this front-end itself: releases one hold on
+    /// a leased session while its lease runs and a hold of this front-end is known (the agent
+    /// is told, queued like any call).
+    /// - Returns: `true` when released (`loggedOut: false`); `false` (nothing changed) when the
+    ///   agent must answer.
+    public func closeLeased(_ id: Secret) -> Bool {
+        guard let connection = state.withLock({ $0.connection }), connection.isOpen,
+              connection.releaseLease(id, now: bootTimeSeconds()) else { return false }
+        start("closeSession", ["userSessionId": .string(id.exposedValue), "logout": false], spawn: false, flush: false) { _ in }
+        return true
+    }
+
+    /// Records what the agent's answer to `openSession` for `key` grants: one more hold, and a
+    /// lease of its `leaseSeconds` counted from `askedAt` (``bootTimeSeconds()`` when the
+    /// request was made).
+    public func noteOpened(_ key: SessionPool.Key, _ answer: JSONValue, askedAt: Double) {
+        guard let raw = answer["userSessionId"]?.stringValue, let seconds = answer["leaseSeconds"]?.numberValue.flatMap(Double.init),
+              let connection = state.withLock({ $0.connection }) else { return }
+        connection.granted(key, Secret(raw), seconds: seconds, askedAt: askedAt)
+    }
+
+    /// A `closeSession` of `id` goes to the agent (or an `openSession` replaces it, `logout`
+    /// `true`): the lease's count of holds follows, and with `logout` the lease ends.
+    public func noteForwardedClose(_ id: Secret, logout: Bool) {
+        state.withLock { $0.connection }?.forwardingClose(id, logout: logout)
+    }
+
     /// Sends every call queued with `flush: false`. With a live connection and the sender
     /// thread idle, the calling thread (the one reading requests) writes them itself as far as
     /// the socket takes them without waiting (a thread hand-off less per round trip); the
@@ -413,6 +465,18 @@ final class AgentConnection: Sendable {
     }
     private let writes = Mutex(Writes())
 
+    /// A pooled session this front-end may hand out again itself: the agent's current session
+    /// for its key until `deadline` (``bootTimeSeconds()``), and the holds this front-end's
+    /// clients have on it as far as it knows (never more than the agent counts for this
+    /// connection, so a close answered from it is one the agent accepts).
+    struct Lease {
+        var id: Secret
+        var deadline: Double
+        var holds: Int
+    }
+    /// The leases, by key (one per key: the session the agent hands out for it).
+    private let leases = Mutex<[SessionPool.Key: Lease]>([:])
+
     init(fd: Int32, childPid: Int32?) {
         self.fd = fd
         self.childPid = childPid
@@ -573,7 +637,13 @@ final class AgentConnection: Sendable {
     }
 
     private func deliver(_ line: [UInt8]) {
-        guard let message = try? JSONReader.parse(line), let idText = message["id"]?.numberValue, let id = Int(idText) else { return }
+        guard let message = try? JSONReader.parse(line) else { return }
+        if message["id"] == nil, message["method"]?.stringValue == "sessionRetired",
+           let id = message["params"]?["userSessionId"]?.stringValue {
+            revoke(Secret(id))
+            return
+        }
+        guard let idText = message["id"]?.numberValue, let id = Int(idText) else { return }
         guard let completion = state.withLock({ $0.waiting.removeValue(forKey: id) }) else { return }
         if let result = message["result"] {
             completion(.success(result))
@@ -584,9 +654,69 @@ final class AgentConnection: Sendable {
         }
     }
 
+    // MARK: Leases (see AgentClient.openLeased)
+
+    /// Takes one hold on `key`'s leased session if the lease runs at `now`.
+    func takeLease(_ key: SessionPool.Key, now: Double) -> Secret? {
+        leases.withLock { l in
+            guard var lease = l[key], now < lease.deadline else { return nil }
+            lease.holds += 1
+            l[key] = lease
+            return lease.id
+        }
+    }
+
+    /// Releases one hold on the leased session `id` if its lease runs at `now` and a hold of
+    /// this front-end is known; `false` (nothing changed) otherwise.
+    func releaseLease(_ id: Secret, now: Double) -> Bool {
+        leases.withLock { l in
+            guard let (key, lease) = l.first(where: { $0.value.id == id }), now < lease.deadline, lease.holds > 0 else { return false }
+            l[key]!.holds -= 1
+            return true
+        }
+    }
+
+    /// The agent handed `id` out for `key` (one more hold) with a lease of `seconds` from `askedAt`.
+    func granted(_ key: SessionPool.Key, _ id: Secret, seconds: Double, askedAt: Double) {
+        leases.withLock { l in
+            if var lease = l[key], lease.id == id {
+                lease.holds += 1
+                lease.deadline = askedAt + seconds
+                l[key] = lease
+            } else {
+                l[key] = Lease(id: id, deadline: askedAt + seconds, holds: 1)
+            }
+        }
+    }
+
+    /// The agent confirmed a hold taken from the lease, with a new lease of `seconds` from `askedAt`.
+    func renewed(_ key: SessionPool.Key, _ id: Secret, seconds: Double, askedAt: Double) {
+        leases.withLock { l in
+            guard l[key]?.id == id else { return }
+            l[key]!.deadline = askedAt + seconds
+        }
+    }
+
+    /// A close of `id` goes to the agent: one hold less (all of them with `logout`, and the
+    /// lease ends).
+    func forwardingClose(_ id: Secret, logout: Bool) {
+        leases.withLock { l in
+            guard let key = l.first(where: { $0.value.id == id })?.key else { return }
+            if logout { l[key] = nil } else { l[key]!.holds = max(0, l[key]!.holds - 1) }
+        }
+    }
+
+    /// `id` is not to be handed out from a lease any more.
+    func revoke(_ id: Secret) {
+        leases.withLock { l in
+            if let key = l.first(where: { $0.value.id == id })?.key { l[key] = nil }
+        }
+    }
+
     /// The connection ended: every call still waiting fails (retryable; the next call connects
     /// again, starting a new agent if needed).
     private func lost() {
+        leases.withLock { $0 = [:] }
         let waiting = state.withLock { s -> [@Sendable (Result<JSONValue, RPCError>) -> Void] in
             s.open = false
             defer { s.waiting = [:] }

@@ -19,7 +19,7 @@ import CNeonSystem
 /// with other settings (tests with short timers get their own).
 public struct AgentLocation: Sendable, Equatable {
     /// The agent wire protocol version, part of every file name; bumped by hand.
-    public static let protocolVersion = 1
+    public static let protocolVersion = 2
 
     /// The private directory.
     public var directory: String

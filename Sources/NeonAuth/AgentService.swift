@@ -11,9 +11,15 @@ import Synchronization
 /// Methods (params by name):
 /// - `hello` `{"protocol": 1}` → `{"protocol": 1, "pid", "version"}`: the handshake.
 /// - `openSession` `{"v1BaseUrl", "orgId", "apiKey", "profile"?, "environment"?, "replace"?,
-///   "lasting"?}` → `{"userSessionId", "reused"}`; the hold belongs to this connection. With
-///   `lasting` (a one-shot `neon-auth session`), a session due for refresh is not handed out:
-///   the caller gets the refreshed one (see ``SessionPool/open(_:label:replace:releasingHold:lasting:)``).
+///   "lasting"?}` → `{"userSessionId", "reused", "leaseSeconds"}`; the hold belongs to this
+///   connection. With `lasting` (a one-shot `neon-auth session`), a session due for refresh is
+///   not handed out: the caller gets the refreshed one (see
+///   ``SessionPool/open(_:label:replace:releasingHold:lasting:)``). `leaseSeconds`: for that
+///   long the front-end may hand the same session out again itself, telling the agent with
+///   `holdSession` (see ``SessionPool/leaseWindow``), unless told `sessionRetired` first.
+/// - `holdSession` `{"userSessionId"}` → `{"held": true, "leaseSeconds"}`: one more hold of this
+///   connection on a session handed to it before (a front-end handed it out again from its
+///   lease), marking it used; -32010 when it is not pooled any more, or stale.
 /// - `closeSession` `{"userSessionId", "logout"?}` → `{"closed": true, "loggedOut"}`: only for
 ///   a session handed to this connection (else -32010), releasing one of its holds (-32011
 ///   when it holds none any more, unless `logout`).
@@ -23,6 +29,10 @@ import Synchronization
 ///   org IDs and counters, nothing that can act as a user.
 /// - `stop` → the accounting of every session (see ``SessionPool/Accounting``), after logging
 ///   every session out; the agent then exits.
+///
+/// Notification to the front-ends: `sessionRetired` `{"userSessionId"}`, to every connection the
+/// session was handed to, when it leaves the hand-out slot (replaced, refreshed, stale, evicted,
+/// logged out): from then on only the agent decides what `openSession` gets.
 ///
 /// When a connection ends, every hold it still has is released: the sessions stay pooled under
 /// the idle rules, so an id printed by one shell command stays valid for the next.
@@ -48,7 +58,14 @@ public final class AgentService: Sendable {
         self.showsProfiles = showsProfiles
         self.settings = settings
         self.stopHandler = stop
+        pool.onRetire { [weak self] id in
+            guard let self else { return }
+            for connection in liveConnections.withLock({ Array($0.values) }) { connection.retired(id) }
+        }
     }
+
+    /// The connections being served, to tell of retired sessions.
+    private let liveConnections = Mutex<[ObjectIdentifier: Connection]>([:])
 
     /// Connections open now.
     public var connections: Int { connectionCount.load(ordering: .relaxed) }
@@ -56,7 +73,20 @@ public final class AgentService: Sendable {
     /// One front-end's connection: the sessions handed to it and the holds it has.
     public final class Connection: Sendable {
         private let holds = Mutex<[Secret: Int]>([:])
+        /// Where `sessionRetired` notifications go (set by ``attach(_:)``).
+        private let notifications = Mutex<OutputSink?>(nil)
         fileprivate init() {}
+
+        /// Sends this connection's notifications to `output` (the sink its answers go to);
+        /// `nil` stops them (the sink is closing).
+        public func attach(_ output: OutputSink?) { notifications.withLock { $0 = output } }
+
+        /// Tells the front-end that `id`, if it was handed to this connection, is not handed
+        /// out any more. Never blocks (the sink queues what the socket does not take).
+        fileprivate func retired(_ id: Secret) {
+            guard count(id) != nil, let output = notifications.withLock({ $0 }) else { return }
+            output.send(["jsonrpc": "2.0", "method": "sessionRetired", "params": ["userSessionId": .string(id.exposedValue)]])
+        }
 
         fileprivate func add(_ id: Secret) { holds.withLock { $0[id, default: 0] += 1 } }
         /// `nil`: never handed to this connection; else how many holds it has.
@@ -78,11 +108,14 @@ public final class AgentService: Sendable {
     /// Starts serving a connection.
     public func connect() -> Connection {
         connectionCount.add(1, ordering: .relaxed)
-        return Connection()
+        let connection = Connection()
+        liveConnections.withLock { $0[ObjectIdentifier(connection)] = connection }
+        return connection
     }
 
     /// Ends a connection: releases every hold it still has.
     public func disconnect(_ connection: Connection) async {
+        liveConnections.withLock { $0[ObjectIdentifier(connection)] = nil }
         for (id, count) in connection.takeAll() {
             for _ in 0..<count { _ = try? await pool.close(id, logout: false) }
         }
@@ -103,6 +136,7 @@ public final class AgentService: Sendable {
             },
             "openSession": .started { params, reply in self.startOpen(params, connection, reply) },
             "closeSession": .started { params, reply in self.startClose(params, connection, reply) },
+            "holdSession": .immediate { params in try self.holdSession(params, connection) },
             "evict": .deferred { try await self.evict($0) },
             "status": .deferred { params in
                 _ = try Params(params, allowed: [])
@@ -127,7 +161,7 @@ public final class AgentService: Sendable {
            object["lasting"] == nil || object["lasting"] == .bool(false),
            let p = try? Params(params, allowed: Self.openMembers), let key = try? key(p), let id = pool.openPooled(key) {
             connection.add(id)
-            reply(.success(["userSessionId": .string(id.exposedValue), "reused": true]))
+            reply(.success(["userSessionId": .string(id.exposedValue), "reused": true, "leaseSeconds": Self.seconds(pool.leaseWindow)]))
             return
         }
         Task {
@@ -176,10 +210,27 @@ public final class AgentService: Sendable {
         do {
             let opened = try await pool.open(key, label: label, replace: replace, releasingHold: held, lasting: lasting)
             connection.add(opened.userSessionId)
-            return ["userSessionId": .string(opened.userSessionId.exposedValue), "reused": .bool(opened.reused)]
+            return ["userSessionId": .string(opened.userSessionId.exposedValue), "reused": .bool(opened.reused),
+                    "leaseSeconds": Self.seconds(opened.leaseSeconds)]
         } catch {
             throw error.rpcError(timeout: settings.httpTimeout, redacting: key.credential)
         }
+    }
+
+    /// `holdSession`: see the type's documentation.
+    private func holdSession(_ params: JSONValue?, _ connection: Connection) throws(RPCError) -> JSONValue {
+        let p = try Params(params, allowed: ["userSessionId"])
+        let id = Secret(try p.string("userSessionId"))
+        guard connection.count(id) != nil, let lease = pool.holdPooled(id) else { throw Self.unknownSession }
+        connection.add(id)
+        return ["held": true, "leaseSeconds": Self.seconds(lease)]
+    }
+
+    /// `seconds` as a JSON number, in milliseconds' precision, rounded down (a lease is never
+    /// longer than the pool's).
+    static func seconds(_ seconds: Double) -> JSONValue {
+        let millis = Int((max(0, seconds) * 1000).rounded(.down))
+        return .number(millis % 1000 == 0 ? String(millis / 1000) : String(Double(millis) / 1000))
     }
 
     private func closeSession(_ params: JSONValue?, _ connection: Connection) async throws(RPCError) -> JSONValue {

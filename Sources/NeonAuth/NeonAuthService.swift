@@ -192,6 +192,14 @@ public struct NeonAuthService: Sendable {
             reply(.failure(error))
             return
         }
+        let key = SessionPool.Key(v1BaseURL: resolved.endpoints.v1BaseURL, credential: resolved.credential)
+        if let replace {
+            agent.noteForwardedClose(Secret(replace), logout: true)  // reported invalid: never handed out again from a lease
+        } else if !lasting, let id = agent.openLeased(key) {
+            log?.debug("openSession: org \(resolved.credential.orgId)\(resolved.profile.map { " (profile \($0))" } ?? ""): reused pooled session (lease)")
+            reply(.success(["userSessionId": .string(id.exposedValue), "reused": true]))
+            return
+        }
         open(resolved, replace: replace, params: p, attempt: 1, flush: false, lasting: lasting, reply: reply)
     }
 
@@ -206,11 +214,17 @@ public struct NeonAuthService: Sendable {
         if let profile = resolved.profile { request["profile"] = .string(profile) }
         if let replace { request["replace"] = .string(replace) }
         if lasting { request["lasting"] = true }
+        let key = SessionPool.Key(v1BaseURL: resolved.endpoints.v1BaseURL, credential: resolved.credential)
+        let askedAt = bootTimeSeconds()
         agent.start("openSession", .object(request), flush: flush) { [self] result in
             switch result {
-            case .success(let opened):
-                log?.debug("openSession: \(who): \(opened?["reused"] == .bool(true) ? "reused pooled session" : "new login")")
-                reply(.success(opened ?? .null))
+            case .success(let opened?):
+                log?.debug("openSession: \(who): \(opened["reused"] == .bool(true) ? "reused pooled session" : "new login")")
+                if !lasting { agent.noteOpened(key, opened, askedAt: askedAt) }
+                // The client gets the documented members only (not the agent's lease).
+                reply(.success(["userSessionId": opened["userSessionId"] ?? .null, "reused": opened["reused"] ?? .bool(false)]))
+            case .success(nil):
+                reply(.failure(AgentClient.unavailable("no agent runs", retryable: true)))
             case .failure(let error):
                 if error.code == .credentialsChanged, attempt == 1, resolved.profile != nil,
                    let again = try? resolve(p), again.credential != resolved.credential {
@@ -239,6 +253,11 @@ public struct NeonAuthService: Sendable {
             reply(.failure(error))
             return
         }
+        if !logout && agent.closeLeased(Secret(id)) {
+            reply(.success(["closed": true, "loggedOut": false]))
+            return
+        }
+        agent.noteForwardedClose(Secret(id), logout: logout)
         agent.start("closeSession", ["userSessionId": .string(id), "logout": .bool(logout)], spawn: false, flush: false) { result in
             switch result {
             case .success(let answer?): reply(.success(answer))

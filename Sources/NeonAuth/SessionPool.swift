@@ -95,7 +95,18 @@ public actor SessionPool {
         public var userSessionId: Secret
         /// `true` when the pooled session was handed out with no login.
         public var reused: Bool
+        /// Seconds from now during which ``openPooled(_:)`` would hand this same session out
+        /// again with no login and no refresh (see ``leaseWindow``); 0 when a refresh is under
+        /// way (it is about to be replaced).
+        public var leaseSeconds: Double
     }
+
+    /// Seconds after its last use during which a session is handed out as it is: after that a
+    /// refresh is due (`idleTimeout - idleMargin - refreshAhead`). A front-end that was handed
+    /// a session may hand it out again itself for this long after the agent last saw it used
+    /// (its lease), since nothing but an explicit logout, an eviction or a `replace` takes a
+    /// session out of the hand-out slot sooner.
+    public nonisolated var leaseWindow: Double { max(0, policy.idleTimeout - policy.idleMargin - policy.refreshAhead) }
 
     /// What became of every session NeonCRM issued to this pool, for the exit summary.
     public struct Accounting: Sendable, Equatable {
@@ -163,6 +174,8 @@ public actor SessionPool {
         var reuses = 0
     }
     private let ledger = Mutex(Ledger())
+    /// Told of every session that leaves the hand-out slot (see ``onRetire(_:)``).
+    private let retireHandler = Mutex<(@Sendable (Secret) -> Void)?>(nil)
     private var flights: [Key: Flight] = [:]
     /// Every login task not yet finished, by token (flights, and logins whose key was evicted).
     private var runningLogins: [Int: (key: Key, task: Task<Secret, any Error>)] = [:]
@@ -248,7 +261,7 @@ public actor SessionPool {
                         record.holders += 1
                         record.lastUsed = now
                         l.reuses += 1
-                        return .handedOut(Opened(userSessionId: record.id, reused: true))
+                        return .handedOut(Opened(userSessionId: record.id, reused: true, leaseSeconds: refreshDue ? 0 : leaseWindow))
                     }
                     retire(record, in: &l)
                 }
@@ -277,7 +290,7 @@ public actor SessionPool {
                 guard let record = l.current[key], record.id == id else { return nil }
                 record.holders += 1
                 record.lastUsed = clock()
-                return Opened(userSessionId: id, reused: false)
+                return Opened(userSessionId: id, reused: false, leaseSeconds: leaseWindow)
             }
             if let opened { return opened }
             // Retired between the login and this caller's turn: go round again.
@@ -315,6 +328,24 @@ public actor SessionPool {
             record.holders -= 1
             record.lastUsed = clock()
             return true
+        }
+    }
+
+    /// Adds a holder to a session already handed out (a front-end handed it out again from its
+    /// lease, see ``leaseWindow``), marking it used. Callable from any thread; never waits on
+    /// anything but a short lock.
+    /// - Returns: the lease from now (``leaseWindow`` while `id` is its key's current session, 0
+    ///   for one retired but still held), or `nil`, changing nothing, when `id` is not pooled,
+    ///   is stale, or the pool is shutting down.
+    public nonisolated func holdPooled(_ id: Secret) -> Double? {
+        ledger.withLock { l in
+            guard !l.shuttingDown, let record = l.records[id] else { return nil }
+            let now = clock()
+            guard isFresh(record, now: now) else { return nil }
+            record.holders += 1
+            record.lastUsed = now
+            l.reuses += 1
+            return record.isCurrent && l.current[record.key] === record ? leaseWindow : 0
         }
     }
 
@@ -418,18 +449,33 @@ public actor SessionPool {
         }
     }
 
+    /// Sets what is told, with the session's ID, whenever a session leaves the hand-out slot
+    /// (replaced, refreshed, stale, evicted or logged out; not at shutdown): the agent tells
+    /// the front-ends it was handed to, so that none hands it out again from its lease (see
+    /// ``leaseWindow``). Called with the pool's lock held: it must not call the pool, and must
+    /// not block.
+    public nonisolated func onRetire(_ handler: @escaping @Sendable (Secret) -> Void) {
+        retireHandler.withLock { $0 = handler }
+    }
+
+    /// Marks `record` out of the hand-out slot (once), telling ``onRetire(_:)``'s handler.
+    private nonisolated func unslot(_ record: Record, in l: inout Ledger) {
+        if l.current[record.key] === record { l.current[record.key] = nil }
+        guard record.isCurrent else { return }
+        record.isCurrent = false
+        if !l.shuttingDown, let handler = retireHandler.withLock({ $0 }) { handler(record.id) }
+    }
+
     /// Takes `record` out of the hand-out slot; logs it out now if nobody holds it.
     private func retire(_ record: Record, in l: inout Ledger) {
-        if l.current[record.key] === record { l.current[record.key] = nil }
-        record.isCurrent = false
+        unslot(record, in: &l)
         if record.holders == 0 { discard(record, in: &l) }
     }
 
     /// Forgets `record` at once and logs it out in the background.
     private func discard(_ record: Record, in l: inout Ledger) {
         l.records[record.id] = nil
-        if l.current[record.key] === record { l.current[record.key] = nil }
-        record.isCurrent = false
+        unslot(record, in: &l)
         logOutInBackground(record.id, key: record.key)
     }
 
@@ -475,8 +521,7 @@ public actor SessionPool {
             guard let record = l.records[id] else { return .failed(.unknownSession) }
             if logout {
                 l.records[id] = nil
-                if l.current[record.key] === record { l.current[record.key] = nil }
-                record.isCurrent = false
+                unslot(record, in: &l)
                 return .logOut(record.key)
             }
             guard record.holders > 0 else { return .failed(.notHeld) }

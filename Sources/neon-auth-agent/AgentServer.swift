@@ -60,12 +60,14 @@ final class AgentServer: Sendable {
     func serve(_ fd: Int32, closeWhenDone: Bool, output outputFD: Int32? = nil) {
         let connection = service.connect()
         let output = OutputSink(fd: outputFD ?? fd)
+        connection.attach(output)
         let dispatcher = Dispatcher(handlers: service.handlers(for: connection))
         let server = StdioServer(inputFD: fd, output: output, dispatcher: dispatcher, maxMessageBytes: maxMessageBytes)
         server.run()
         if !server.waitForInFlight(timeout: 60) {
             _ = server.answerRemaining(with: NeonError.cancelled.rpcError(timeout: 0))
         }
+        connection.attach(nil)
         _ = output.drain(stallTimeout: 2, limit: 5)
         output.close()
         let done = DispatchSemaphore(value: 0)
