@@ -474,8 +474,17 @@ final class AgentConnection: Sendable {
         var deadline: Double
         var holds: Int
     }
-    /// The leases, by key (one per key: the session the agent hands out for it).
-    private let leases = Mutex<[SessionPool.Key: Lease]>([:])
+    /// The leases, by key (one per key: the session the agent hands out for it), and the
+    /// sessions the agent said were retired (a retired session never comes back; the notice can
+    /// overtake the answer that handed it out, which must then grant no lease). The most
+    /// recent `retiredLimit` are kept: older ones are long out of any answer's way.
+    private struct Leases {
+        var byKey: [SessionPool.Key: Lease] = [:]
+        var retired: Set<Secret> = []
+        var retiredOrder: [Secret] = []
+    }
+    private let leases = Mutex(Leases())
+    private static let retiredLimit = 1024
 
     init(fd: Int32, childPid: Int32?) {
         self.fd = fd
@@ -640,7 +649,7 @@ final class AgentConnection: Sendable {
         guard let message = try? JSONReader.parse(line) else { return }
         if message["id"] == nil, message["method"]?.stringValue == "sessionRetired",
            let id = message["params"]?["userSessionId"]?.stringValue {
-            revoke(Secret(id))
+            revoke(Secret(id), retired: true)
             return
         }
         guard let idText = message["id"]?.numberValue, let id = Int(idText) else { return }
@@ -659,9 +668,9 @@ final class AgentConnection: Sendable {
     /// Takes one hold on `key`'s leased session if the lease runs at `now`.
     func takeLease(_ key: SessionPool.Key, now: Double) -> Secret? {
         leases.withLock { l in
-            guard var lease = l[key], now < lease.deadline else { return nil }
+            guard var lease = l.byKey[key], now < lease.deadline else { return nil }
             lease.holds += 1
-            l[key] = lease
+            l.byKey[key] = lease
             return lease.id
         }
     }
@@ -670,21 +679,26 @@ final class AgentConnection: Sendable {
     /// this front-end is known; `false` (nothing changed) otherwise.
     func releaseLease(_ id: Secret, now: Double) -> Bool {
         leases.withLock { l in
-            guard let (key, lease) = l.first(where: { $0.value.id == id }), now < lease.deadline, lease.holds > 0 else { return false }
-            l[key]!.holds -= 1
+            guard let (key, lease) = l.byKey.first(where: { $0.value.id == id }), now < lease.deadline, lease.holds > 0 else { return false }
+            l.byKey[key]!.holds -= 1
             return true
         }
     }
 
-    /// The agent handed `id` out for `key` (one more hold) with a lease of `seconds` from `askedAt`.
+    /// The agent handed `id` out for `key` (one more hold) with a lease of `seconds` from
+    /// `askedAt`; none for a session it already said was retired.
     func granted(_ key: SessionPool.Key, _ id: Secret, seconds: Double, askedAt: Double) {
         leases.withLock { l in
-            if var lease = l[key], lease.id == id {
+            if l.retired.contains(id) {
+                if l.byKey[key]?.id == id { l.byKey[key] = nil }
+                return
+            }
+            if var lease = l.byKey[key], lease.id == id {
                 lease.holds += 1
                 lease.deadline = askedAt + seconds
-                l[key] = lease
+                l.byKey[key] = lease
             } else {
-                l[key] = Lease(id: id, deadline: askedAt + seconds, holds: 1)
+                l.byKey[key] = Lease(id: id, deadline: askedAt + seconds, holds: 1)
             }
         }
     }
@@ -692,8 +706,8 @@ final class AgentConnection: Sendable {
     /// The agent confirmed a hold taken from the lease, with a new lease of `seconds` from `askedAt`.
     func renewed(_ key: SessionPool.Key, _ id: Secret, seconds: Double, askedAt: Double) {
         leases.withLock { l in
-            guard l[key]?.id == id else { return }
-            l[key]!.deadline = askedAt + seconds
+            guard l.byKey[key]?.id == id, !l.retired.contains(id) else { return }
+            l.byKey[key]!.deadline = askedAt + seconds
         }
     }
 
@@ -701,22 +715,28 @@ final class AgentConnection: Sendable {
     /// lease ends).
     func forwardingClose(_ id: Secret, logout: Bool) {
         leases.withLock { l in
-            guard let key = l.first(where: { $0.value.id == id })?.key else { return }
-            if logout { l[key] = nil } else { l[key]!.holds = max(0, l[key]!.holds - 1) }
+            guard let key = l.byKey.first(where: { $0.value.id == id })?.key else { return }
+            if logout { l.byKey[key] = nil } else { l.byKey[key]!.holds = max(0, l.byKey[key]!.holds - 1) }
         }
     }
 
-    /// `id` is not to be handed out from a lease any more.
-    func revoke(_ id: Secret) {
+    /// `id` is not to be handed out from a lease any more (the lease is dropped; with
+    /// `retired`, no later answer grants one for it).
+    func revoke(_ id: Secret, retired: Bool = false) {
         leases.withLock { l in
-            if let key = l.first(where: { $0.value.id == id })?.key { l[key] = nil }
+            if let key = l.byKey.first(where: { $0.value.id == id })?.key { l.byKey[key] = nil }
+            guard retired, l.retired.insert(id).inserted else { return }
+            l.retiredOrder.append(id)
+            if l.retiredOrder.count > Self.retiredLimit {
+                l.retired.remove(l.retiredOrder.removeFirst())
+            }
         }
     }
 
     /// The connection ended: every call still waiting fails (retryable; the next call connects
     /// again, starting a new agent if needed).
     private func lost() {
-        leases.withLock { $0 = [:] }
+        leases.withLock { $0.byKey = [:] }
         let waiting = state.withLock { s -> [@Sendable (Result<JSONValue, RPCError>) -> Void] in
             s.open = false
             defer { s.waiting = [:] }

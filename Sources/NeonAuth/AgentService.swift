@@ -161,7 +161,7 @@ public final class AgentService: Sendable {
            object["lasting"] == nil || object["lasting"] == .bool(false),
            let p = try? Params(params, allowed: Self.openMembers), let key = try? key(p), let id = pool.openPooled(key) {
             connection.add(id)
-            reply(.success(["userSessionId": .string(id.exposedValue), "reused": true, "leaseSeconds": Self.seconds(pool.leaseWindow)]))
+            reply(.success(["userSessionId": .string(id.exposedValue), "reused": true, "leaseSeconds": leaseSeconds(id, pool.leaseWindow)]))
             return
         }
         Task {
@@ -211,10 +211,17 @@ public final class AgentService: Sendable {
             let opened = try await pool.open(key, label: label, replace: replace, releasingHold: held, lasting: lasting)
             connection.add(opened.userSessionId)
             return ["userSessionId": .string(opened.userSessionId.exposedValue), "reused": .bool(opened.reused),
-                    "leaseSeconds": Self.seconds(opened.leaseSeconds)]
+                    "leaseSeconds": leaseSeconds(opened.userSessionId, opened.leaseSeconds)]
         } catch {
             throw error.rpcError(timeout: settings.httpTimeout, redacting: key.credential)
         }
+    }
+
+    /// The lease for a session just handed to a connection (after ``Connection/add(_:)``): 0 if
+    /// it left the hand-out slot before the connection could be told (a retirement is told
+    /// only to connections it was handed to).
+    private func leaseSeconds(_ id: Secret, _ seconds: Double) -> JSONValue {
+        Self.seconds(pool.isCurrent(id) ? seconds : 0)
     }
 
     /// `holdSession`: see the type's documentation.

@@ -450,10 +450,10 @@ public actor SessionPool {
     }
 
     /// Sets what is told, with the session's ID, whenever a session leaves the hand-out slot
-    /// (replaced, refreshed, stale, evicted or logged out; not at shutdown): the agent tells
-    /// the front-ends it was handed to, so that none hands it out again from its lease (see
-    /// ``leaseWindow``). Called with the pool's lock held: it must not call the pool, and must
-    /// not block.
+    /// (replaced, refreshed, stale, evicted or logged out) and, for every session, when shutdown
+    /// begins (before any logout): the agent tells the front-ends it was handed to, so that none
+    /// hands it out again from its lease (see ``leaseWindow``). Called with the pool's lock
+    /// held: it must not call the pool, and must not block.
     public nonisolated func onRetire(_ handler: @escaping @Sendable (Secret) -> Void) {
         retireHandler.withLock { $0 = handler }
     }
@@ -463,7 +463,20 @@ public actor SessionPool {
         if l.current[record.key] === record { l.current[record.key] = nil }
         guard record.isCurrent else { return }
         record.isCurrent = false
-        if !l.shuttingDown, let handler = retireHandler.withLock({ $0 }) { handler(record.id) }
+        if let handler = retireHandler.withLock({ $0 }) { handler(record.id) }
+    }
+
+    /// Marks the pool shutting down (once), taking every session out of the hand-out slot
+    /// (``onRetire(_:)``'s handler is told of each) before anything is logged out.
+    private nonisolated func beginShuttingDown(in l: inout Ledger) {
+        guard !l.shuttingDown else { return }
+        l.shuttingDown = true
+        for record in Array(l.records.values) { unslot(record, in: &l) }
+    }
+
+    /// Whether `id` is its key's current session (the one handed out).
+    public nonisolated func isCurrent(_ id: Secret) -> Bool {
+        ledger.withLock { l in l.records[id].map { $0.isCurrent && l.current[$0.key] === $0 } ?? false }
     }
 
     /// Takes `record` out of the hand-out slot; logs it out now if nobody holds it.
@@ -590,7 +603,7 @@ public actor SessionPool {
     ///   there may be sessions, logins or logouts in flight); `false` means nothing to log out.
     public nonisolated func beginShutdown() -> Bool {
         ledger.withLock { l in
-            l.shuttingDown = true
+            beginShuttingDown(in: &l)
             return l.everLoggedIn
         }
     }
@@ -603,7 +616,7 @@ public actor SessionPool {
     /// - Returns: what became of every session NeonCRM issued to this pool.
     public func shutdown(deadline: Double) async -> Accounting {
         let all = ledger.withLock { l in
-            l.shuttingDown = true
+            beginShuttingDown(in: &l)
             defer {
                 l.records = [:]
                 l.current = [:]

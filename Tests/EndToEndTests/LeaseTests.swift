@@ -134,4 +134,28 @@ struct LeaseTests {
         try stopAgent(timers)
         #expect(try fake.count("logouts", org: "acme") == 2)
     }
+
+    @Test("after `neon-auth agent stop`, a front-end's next openSession never gets a session the stop logged out")
+    func agentStopped() throws {
+        let neon = try frontEnd()
+        let first = try open(neon, id: 1, reused: false)
+        _ = try close(neon, id: 2, session: first)
+        // At once after the stop's answer, while the stopping agent may still hold the connection:
+        // an error (the agent is going) or a new session, never the one just logged out.
+        let (status, out, err) = try runNeonAuth(["agent", "stop"] + fake.neonAuthArguments, environment: environment)
+        #expect(status == 0, "\(out) \(err)")
+        #expect(try fake.count("logouts", org: "acme") == 1)
+        neon.send(#"{"jsonrpc":"2.0","id":3,"method":"openSession"}"#)
+        let right = try neon.response(timeout: 20)
+        #expect(right["result"]?["userSessionId"]?.stringValue != first, "\(right)")
+        try stopAgent()
+        let second = try open(neon, id: 4)
+        #expect(second != first)
+        neon.closeInput()
+        #expect(neon.waitForExit() == 0)
+        try stopAgent()
+        let logins = try fake.count("logins", org: "acme")
+        let logouts = try fake.count("logouts", org: "acme")
+        #expect(logins >= 2 && logins <= 3 && logouts == logins)
+    }
 }

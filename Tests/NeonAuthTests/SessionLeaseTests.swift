@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 import Synchronization
 import JSONRPC
@@ -71,7 +74,7 @@ struct SessionLeaseTests {
         _ = await pool.shutdown(deadline: 5)
     }
 
-    @Test("every way out of the hand-out slot tells the retire handler once; shutdown does not")
+    @Test("every way out of the hand-out slot tells the retire handler once, and shutdown tells it of every session before logging out")
     func retireNotices() async throws {
         let seen = listen()
         let a = try await pool.open(key)
@@ -98,10 +101,41 @@ struct SessionLeaseTests {
         clock.advance(1750)
         #expect(await pool.sweep() == 1)
         #expect(seen().count == 5)
-        // shutdown: no notice (every connection ends with the agent)
-        _ = try await pool.open(key)
-        for _ in 0..<2000 where backend.logins < 6 { try await Task.sleep(nanoseconds: 500_000) }
+        // shutdown: every session still pooled (the current one and `d`, retired but held),
+        // the current one told now, before the logouts
+        let f = try await pool.open(key)
+        #expect(pool.beginShutdown())
+        #expect(seen().count == 6 && seen().last == f.userSessionId.exposedValue)
+        #expect(backend.loggedOut.count == 4, "nothing logged out by beginShutdown")
         _ = await pool.shutdown(deadline: 5)
-        #expect(seen().count == 5)
+        #expect(seen().count == 6, "each told once")
+    }
+
+    @Test("a front-end grants no lease for a session its agent said was retired, even when the notice overtakes the answer")
+    func retiredNoticeOvertakesAnswer() throws {
+        var pair: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
+        let connection = AgentConnection(fd: pair[0], childPid: nil)
+        defer {
+            connection.close()
+            close(pair[1])
+        }
+        let id = Secret("T123"), now = bootTimeSeconds()
+        connection.granted(key, id, seconds: 1620, askedAt: now)
+        #expect(connection.takeLease(key, now: now) == id)
+        let notice = #"{"jsonrpc":"2.0","method":"sessionRetired","params":{"userSessionId":"T123"}}"# + "\n"
+        #expect(notice.withCString { write(pair[1], $0, strlen($0)) } == notice.utf8.count)
+        var revoked = false
+        for _ in 0..<400 where !revoked {
+            usleep(5_000)
+            revoked = connection.takeLease(key, now: now) == nil
+        }
+        #expect(revoked, "the notice ended the lease")
+        // The answer that handed it out arrives after the notice: no lease from it.
+        connection.granted(key, id, seconds: 1620, askedAt: now)
+        #expect(connection.takeLease(key, now: now) == nil)
+        // Another session for the key still gets one.
+        connection.granted(key, Secret("T456"), seconds: 1620, askedAt: now)
+        #expect(connection.takeLease(key, now: now) == Secret("T456"))
     }
 }
