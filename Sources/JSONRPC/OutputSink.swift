@@ -648,8 +648,23 @@ public enum DetachedThread {
         init(_ body: @escaping @Sendable () -> Void) { self.body = body }
     }
 
+    /// Called once, on the thread that starts the first of these threads, before it starts
+    /// (set it before any thread is started; see ``onFirstStart(_:)``).
+    private static let firstStart = Mutex<(@Sendable () -> Void)?>(nil)
+
+    /// Sets what runs once, before the first thread this type starts: a process that starts a
+    /// thread for its work is no longer a short one (the front-end starts its signal thread
+    /// then, see `Lifecycle`).
+    public static func onFirstStart(_ body: @escaping @Sendable () -> Void) {
+        firstStart.withLock { $0 = body }
+    }
+
     /// Runs `body` on a new detached thread.
     public static func start(_ body: @escaping @Sendable () -> Void) {
+        if let first = firstStart.withLock({ hook -> (@Sendable () -> Void)? in
+            defer { hook = nil }
+            return hook
+        }) { first() }
         var thread = pthread_t()
         let context = Unmanaged.passRetained(Box(body)).toOpaque()
         pthread_create(&thread, nil, { raw in

@@ -24,6 +24,10 @@ public final class StdioServer: Sendable {
     /// LSP framing was detected (the fast paths answer newline-delimited streams only).
     private let contentLengthFraming = Atomic<Bool>(false)
     private let afterRead: (@Sendable () -> Void)?
+    /// See ``init(inputFD:output:dispatcher:maxMessageBytes:afterRead:onFirstWait:)``.
+    private let onFirstWait: (@Sendable () -> Void)?
+    /// Seconds a read may find nothing, or `run()` may go on, before ``onFirstWait`` is called.
+    public static let firstWaitGrace = 0.005
 
     /// - Parameters:
     ///   - inputFD: the descriptor requests are read from (never switched to non-blocking).
@@ -33,13 +37,19 @@ public final class StdioServer: Sendable {
     ///   - afterRead: called on the reading thread once the messages of each read are handled
     ///     and their answers written (e.g. to send on, in one write, what `.started` handlers
     ///     queued for another process).
+    ///   - onFirstWait: called once on the reading thread when the process first has to wait for
+    ///     input (no input within ``firstWaitGrace`` seconds), or once it has been reading for
+    ///     that long: the front-end starts its signal thread then, so that a process that reads
+    ///     a request and ends at once never starts it (the graceful signals stay blocked, and
+    ///     pending, until then).
     public init(inputFD: Int32, output: OutputSink, dispatcher: Dispatcher, maxMessageBytes: Int,
-                afterRead: (@Sendable () -> Void)? = nil) {
+                afterRead: (@Sendable () -> Void)? = nil, onFirstWait: (@Sendable () -> Void)? = nil) {
         self.inputFD = inputFD
         self.output = output
         self.dispatcher = dispatcher
         self.maxMessageBytes = maxMessageBytes
         self.afterRead = afterRead
+        self.onFirstWait = onFirstWait
     }
 
     /// Reads and answers messages until end of input, a read error or ``requestStop()``, then
@@ -50,7 +60,17 @@ public final class StdioServer: Sendable {
         let chunk = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: chunkSize)
         defer { chunk.deallocate() }
         let output = self.output
+        var firstWait = onFirstWait
+        let startedAt = monotonicSeconds()
         while !output.isBroken && !isStopping {
+            if let pending = firstWait {
+                let left = Self.firstWaitGrace - (monotonicSeconds() - startedAt)
+                var pfd = pollfd(fd: inputFD, events: Int16(POLLIN), revents: 0)
+                if left <= 0 || poll(&pfd, 1, Int32((left * 1000).rounded(.up))) <= 0 {
+                    firstWait = nil
+                    pending()
+                }
+            }
             output.waitForRoom()
             let n = read(inputFD, chunk.baseAddress, chunkSize)
             if n < 0 {

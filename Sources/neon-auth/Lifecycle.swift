@@ -88,7 +88,22 @@ final class Lifecycle: @unchecked Sendable {
     /// - Parameter signals: ``gracefulSignals()``, blocked in every thread.
     /// Not a second signal: SIGHUP (a hang-up is often delivered twice, by the shell and by the
     /// kernel), and a repeat of the first signal within ``repeatWindow`` of it.
+    /// The thread is started by ``startSignalThread()``, on the first need (see `main.swift`).
     func installSignalHandlers(_ signals: [Int32]) {
+        signalSet.withLock { $0 = signals }
+    }
+
+    private let signalSet = Mutex<[Int32]>([])
+    private let signalThreadStarted = Atomic<Bool>(false)
+
+    /// Starts the signal thread of ``installSignalHandlers(_:)`` (once; later calls do
+    /// nothing). Until then the graceful signals stay blocked and pending: the thread takes
+    /// them at once when it starts. The front-end starts it when it first waits for input,
+    /// starts any other thread, or has to wait at shutdown, so a process that reads one request
+    /// and ends at once (the common shell case) never pays for a thread.
+    func startSignalThread() {
+        guard signalThreadStarted.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
+        let signals = signalSet.withLock { $0 }
         DetachedThread.start { [self] in
             var set = sigset_t()
             sigemptyset(&set)
@@ -135,6 +150,8 @@ final class Lifecycle: @unchecked Sendable {
         }
         log.info("shutting down (\(reason.text))")
         if reason.outputUsable, let server {
+            // Waiting for anything: a signal must be able to cut it short.
+            if !server.waitForInFlight(timeout: 0) { startSignalThread() }
             if !server.waitForInFlight(timeout: inFlightLimit ?? inFlightTimeout) {
                 let expired = server.answerRemaining(with: NeonError.cancelled.rpcError(timeout: 0))
                 log.warn("shutting down with \(expired) request(s) still in flight: answered -32005")

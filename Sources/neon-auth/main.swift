@@ -76,6 +76,11 @@ let service = NeonAuthService(settings: ServiceSettings(configuration), agent: a
 evictions.service = service
 let lifecycle = Lifecycle(agent: agent, log: log, shutdownTimeout: configuration.shutdownTimeout,
                           inFlightTimeout: configuration.httpTimeout + 1)
+// The signal thread starts on the first need: before any other thread, when the reader first
+// waits for input, or when shutdown has to wait (see Lifecycle.startSignalThread). Until then
+// the graceful signals stay blocked and pending.
+lifecycle.installSignalHandlers(gracefulSignals)
+DetachedThread.onFirstStart { lifecycle.startSignalThread() }
 let output = OutputSink(fd: protocolFD) { error in
     DetachedThread.start { lifecycle.shutdown(OutputSink.isReaderGone(error) ? .outputClosed : .outputFailed(error)) }
 }
@@ -92,10 +97,10 @@ let dispatcher = Dispatcher(handlers: handlers, fastPaths: service.fastPaths) { 
     counters.record(method: method, error: error)
 }
 let server = StdioServer(inputFD: 0, output: output, dispatcher: dispatcher,
-                         maxMessageBytes: configuration.maxMessageBytes, afterRead: { agent.flush() })
+                         maxMessageBytes: configuration.maxMessageBytes, afterRead: { agent.flush() },
+                         onFirstWait: { lifecycle.startSignalThread() })
 lifecycle.server = server
 lifecycle.output = output
-lifecycle.installSignalHandlers(gracefulSignals)
 if isatty(0) == 1 {
     // A person at a terminal: say what to type and how to end (stderr only; stdout stays protocol).
     let hint = #"neon-auth: reading JSON-RPC 2.0 requests, one per line, e.g. {"jsonrpc":"2.0","id":1,"method":"sign"}; Ctrl-D ends, --help explains"# + "\n"

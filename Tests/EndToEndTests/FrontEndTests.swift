@@ -88,13 +88,21 @@ struct FrontEndTests {
 }
 
 extension FrontEndTests {
-    @Test("after a sign the front-end runs two threads: the reader and the signal thread (the output writer starts only when output backs up)",
+    @Test("after a sign, waiting for input, the front-end runs two threads: the reader and the signal thread (the output writer starts only when output backs up)",
           .enabled(if: getuid() == 0, "a non-dumpable process's /proc/<pid>/task needs root"))
     func threadsAtStartUp() throws {
         let neon = try NeonAuthProcess(arguments: [])
         neon.send(#"{"jsonrpc":"2.0","id":1,"method":"sign","params":{"orgId":"acme","apiKey":"\#(acmeKey)"}}"#)
         #expect(try neon.response()["result"] != nil)
-        let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(neon.process.processIdentifier)/task")
+        // The signal thread starts once the reader has waited a few milliseconds for input.
+        var tasks: [String] = []
+        for _ in 0..<200 {
+            tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(neon.process.processIdentifier)/task")
+            if tasks.count >= 2 { break }
+            usleep(10_000)
+        }
+        usleep(50_000)
+        tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(neon.process.processIdentifier)/task")
         #expect(tasks.count == 2, "threads: \(tasks)")
         // Output the pipe cannot take at once still gets out (through the writer thread).
         let many = (2...400).map { #"{"jsonrpc":"2.0","id":\#($0),"method":"sign","params":{"orgId":"acme","apiKey":"\#(acmeKey)"}}"# }
@@ -102,6 +110,51 @@ extension FrontEndTests {
         for _ in many { #expect(try neon.response()["result"] != nil) }
         neon.closeInput()
         #expect(neon.waitForExit() == 0)
+    }
+
+    @Test("a request and end of input already waiting on stdin are answered without any thread but the reader (no signal thread to start and stop)",
+          .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/strace"), "strace of a non-dumpable process needs root"))
+    func noThreadForAPipedRequest() throws {
+        let dir = NSTemporaryDirectory() + "neon-auth-strace-" + UUID().uuidString.prefix(8)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let input = dir + "/request.json"
+        try (#"{"jsonrpc":"2.0","id":1,"method":"sign","params":{"orgId":"acme","apiKey":"\#(acmeKey)"}}"# + "\n").write(toFile: input, atomically: true, encoding: .utf8)
+        // The signal thread also starts once the process has run for a few milliseconds, which
+        // a loaded machine (and strace) can make it do: one run of three without is enough.
+        var traces: [String] = []
+        for attempt in 0..<3 {
+            let trace = dir + "/trace-\(attempt)"
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/strace")
+            process.arguments = ["-f", "-e", "trace=clone,clone3", "-o", trace, try neonAuthBinary()]
+            process.standardInput = FileHandle(forReadingAtPath: input)
+            let stdout = Pipe()
+            process.standardOutput = stdout
+            process.standardError = FileHandle.nullDevice
+            let out = PipeCollector(stdout.fileHandleForReading)
+            try process.run()
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0)
+            #expect(out.waitClosed(timeout: 5) && out.text.contains(#""authorization":"Basic "#), "\(out.text)")
+            let calls = (try? String(contentsOfFile: trace, encoding: .utf8)) ?? ""
+            if !calls.contains("clone") { return }
+            traces.append(calls)
+        }
+        Issue.record("a thread was started in every run: \(traces)")
+    }
+
+    @Test("a SIGTERM at once after the first answer, before the process has waited for input, is still a graceful stop")
+    func signalBeforeTheFirstWait() throws {
+        for round in 0..<5 {
+            let neon = try NeonAuthProcess(arguments: ["--log-level", "info"])
+            neon.send(#"{"jsonrpc":"2.0","id":1,"method":"sign","params":{"orgId":"acme","apiKey":"\#(acmeKey)"}}"#)
+            #expect(try neon.response()["result"] != nil)
+            if round > 0 { usleep(useconds_t(round * 1_500)) }  // around the signal thread's start
+            kill(neon.process.processIdentifier, SIGTERM)
+            #expect(neon.waitForExit(timeout: 10) == 0, "round \(round)")
+            #expect(neon.stderr.text.contains("shutting down (SIGTERM)"), "round \(round): \(neon.stderr.text)")
+        }
     }
 }
 
