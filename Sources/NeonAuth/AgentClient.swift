@@ -711,12 +711,17 @@ final class AgentConnection: Sendable {
         }
     }
 
-    /// A close of `id` goes to the agent: one hold less (all of them with `logout`, and the
-    /// lease ends).
+    /// A close of `id` goes to the agent: one hold less; with `logout` (or a `replace` of it)
+    /// the lease ends and none is granted for `id` again (an answer the agent gives before it
+    /// acts on the logout may still name it).
     func forwardingClose(_ id: Secret, logout: Bool) {
+        if logout {
+            revoke(id, retired: true)
+            return
+        }
         leases.withLock { l in
             guard let key = l.byKey.first(where: { $0.value.id == id })?.key else { return }
-            if logout { l.byKey[key] = nil } else { l.byKey[key]!.holds = max(0, l.byKey[key]!.holds - 1) }
+            l.byKey[key]!.holds = max(0, l.byKey[key]!.holds - 1)
         }
     }
 

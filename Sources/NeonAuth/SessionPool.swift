@@ -626,7 +626,8 @@ public actor SessionPool {
         sweeper?.cancel()
         for record in all { logOutInBackground(record.id, key: record.key) }
         let end = monotonicSeconds() + deadline
-        while !(runningLogins.isEmpty && backgroundLogouts.isEmpty) && monotonicSeconds() < end {
+        // Logouts a `close` is awaiting count too (they are in `loggingOut` only).
+        while !(runningLogins.isEmpty && backgroundLogouts.isEmpty && loggingOut.isEmpty) && monotonicSeconds() < end {
             try? await Task.sleep(nanoseconds: 5_000_000)
         }
         return accounting

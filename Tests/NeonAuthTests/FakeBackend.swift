@@ -78,7 +78,12 @@ final class FakeBackend: SessionBackend {
         return try outcome.get()
     }
 
+    /// How long each logout takes (nanoseconds; 0 by default).
+    let logoutDelay = Mutex<UInt64>(0)
+
     func logout(_ key: SessionPool.Key, sessionId: Secret) async throws(NeonError) {
+        let delay = logoutDelay.withLock { $0 }
+        if delay > 0 { try? await Task.sleep(nanoseconds: delay) }
         state.withLock { $0.loggedOut.append(sessionId.exposedValue) }
     }
 

@@ -138,4 +138,40 @@ struct SessionLeaseTests {
         connection.granted(key, Secret("T456"), seconds: 1620, askedAt: now)
         #expect(connection.takeLease(key, now: now) == Secret("T456"))
     }
+
+    @Test("a front-end grants no lease for a session it just asked to log out or replace, even from an answer the agent gave before acting on it")
+    func noLeaseAfterOwnLogout() throws {
+        var pair: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
+        let connection = AgentConnection(fd: pair[0], childPid: nil)
+        defer {
+            connection.close()
+            close(pair[1])
+        }
+        let now = bootTimeSeconds()
+        for (name, id) in [("logout", Secret("T1")), ("replace", Secret("T2"))] {
+            connection.granted(key, id, seconds: 1620, askedAt: now)
+            connection.forwardingClose(id, logout: true)  // what a logout or a replace of `id` records
+            #expect(connection.takeLease(key, now: now) == nil, "\(name): the lease ended")
+            connection.granted(key, id, seconds: 1620, askedAt: now)  // an answer written before the logout
+            #expect(connection.takeLease(key, now: now) == nil, "\(name): no lease from the later answer")
+        }
+        // A plain close keeps the lease: one hold less.
+        connection.granted(key, Secret("T3"), seconds: 1620, askedAt: now)
+        connection.forwardingClose(Secret("T3"), logout: false)
+        #expect(connection.takeLease(key, now: now) == Secret("T3"))
+    }
+
+    @Test("shutdown waits for a logout a closeSession is still awaiting: it is counted logged out, not abandoned")
+    func shutdownWaitsForClosesLogout() async throws {
+        let opened = try await pool.open(key)
+        backend.logoutDelay.withLock { $0 = 200_000_000 }
+        let closing = Task { try await pool.close(opened.userSessionId, logout: true) }
+        for _ in 0..<200 where await pool.accounting.loggingOut == 0 { try await Task.sleep(nanoseconds: 1_000_000) }
+        #expect(await pool.accounting.loggingOut == 1)
+        let accounting = await pool.shutdown(deadline: 5)
+        #expect(accounting.obtained == 1 && accounting.loggedOut == 1 && accounting.abandoned.isEmpty, "\(accounting)")
+        #expect(try await closing.value == true)
+    }
 }
+
