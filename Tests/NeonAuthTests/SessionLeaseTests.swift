@@ -113,34 +113,47 @@ struct SessionLeaseTests {
 
     @Test("a front-end grants no lease for a session its agent said was retired, even when the notice overtakes the answer")
     func retiredNoticeOvertakesAnswer() throws {
-        var pair: [Int32] = [0, 0]
-        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
-        let connection = AgentConnection(fd: pair[0], childPid: nil)
-        defer {
-            connection.close()
-            close(pair[1])
+        try withAgentConnection { connection, agentEnd in
+            let id = Secret("T123"), now = bootTimeSeconds()
+            connection.granted(key, id, seconds: 1620, askedAt: now)
+            #expect(connection.takeLease(key, now: now) == id)
+            let notice = #"{"jsonrpc":"2.0","method":"sessionRetired","params":{"userSessionId":"T123"}}"# + "\n"
+            #expect(notice.withCString { write(agentEnd, $0, strlen($0)) } == notice.utf8.count)
+            var revoked = false
+            for _ in 0..<400 where !revoked {
+                usleep(5_000)
+                revoked = connection.takeLease(key, now: now) == nil
+            }
+            #expect(revoked, "the notice ended the lease")
+            // The answer that handed it out arrives after the notice: no lease from it.
+            connection.granted(key, id, seconds: 1620, askedAt: now)
+            #expect(connection.takeLease(key, now: now) == nil)
+            // Another session for the key still gets one.
+            connection.granted(key, Secret("T456"), seconds: 1620, askedAt: now)
+            #expect(connection.takeLease(key, now: now) == Secret("T456"))
         }
-        let id = Secret("T123"), now = bootTimeSeconds()
-        connection.granted(key, id, seconds: 1620, askedAt: now)
-        #expect(connection.takeLease(key, now: now) == id)
-        let notice = #"{"jsonrpc":"2.0","method":"sessionRetired","params":{"userSessionId":"T123"}}"# + "\n"
-        #expect(notice.withCString { write(pair[1], $0, strlen($0)) } == notice.utf8.count)
-        var revoked = false
-        for _ in 0..<400 where !revoked {
-            usleep(5_000)
-            revoked = connection.takeLease(key, now: now) == nil
-        }
-        #expect(revoked, "the notice ended the lease")
-        // The answer that handed it out arrives after the notice: no lease from it.
-        connection.granted(key, id, seconds: 1620, askedAt: now)
-        #expect(connection.takeLease(key, now: now) == nil)
-        // Another session for the key still gets one.
-        connection.granted(key, Secret("T456"), seconds: 1620, askedAt: now)
-        #expect(connection.takeLease(key, now: now) == Secret("T456"))
     }
 
     @Test("a front-end grants no lease for a session it just asked to log out or replace, even from an answer the agent gave before acting on it")
     func noLeaseAfterOwnLogout() throws {
+        try withAgentConnection { connection, _ in
+            let now = bootTimeSeconds()
+            for (name, id) in [("logout", Secret("T1")), ("replace", Secret("T2"))] {
+                connection.granted(key, id, seconds: 1620, askedAt: now)
+                connection.forwardingClose(id, logout: true)  // what a logout or a replace of `id` records
+                #expect(connection.takeLease(key, now: now) == nil, "\(name): the lease ended")
+                connection.granted(key, id, seconds: 1620, askedAt: now)  // an answer written before the logout
+                #expect(connection.takeLease(key, now: now) == nil, "\(name): no lease from the later answer")
+            }
+            // A plain close keeps the lease: one hold less.
+            connection.granted(key, Secret("T3"), seconds: 1620, askedAt: now)
+            connection.forwardingClose(Secret("T3"), logout: false)
+            #expect(connection.takeLease(key, now: now) == Secret("T3"))
+        }
+    }
+
+    /// Runs `body` with a front-end's agent connection over a socketpair, and the agent's end.
+    func withAgentConnection(_ body: (AgentConnection, Int32) throws -> Void) throws {
         var pair: [Int32] = [0, 0]
         #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
         let connection = AgentConnection(fd: pair[0], childPid: nil)
@@ -148,18 +161,7 @@ struct SessionLeaseTests {
             connection.close()
             close(pair[1])
         }
-        let now = bootTimeSeconds()
-        for (name, id) in [("logout", Secret("T1")), ("replace", Secret("T2"))] {
-            connection.granted(key, id, seconds: 1620, askedAt: now)
-            connection.forwardingClose(id, logout: true)  // what a logout or a replace of `id` records
-            #expect(connection.takeLease(key, now: now) == nil, "\(name): the lease ended")
-            connection.granted(key, id, seconds: 1620, askedAt: now)  // an answer written before the logout
-            #expect(connection.takeLease(key, now: now) == nil, "\(name): no lease from the later answer")
-        }
-        // A plain close keeps the lease: one hold less.
-        connection.granted(key, Secret("T3"), seconds: 1620, askedAt: now)
-        connection.forwardingClose(Secret("T3"), logout: false)
-        #expect(connection.takeLease(key, now: now) == Secret("T3"))
+        try body(connection, pair[1])
     }
 
     @Test("shutdown waits for a logout a closeSession is still awaiting: it is counted logged out, not abandoned")
