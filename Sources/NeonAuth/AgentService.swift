@@ -236,8 +236,7 @@ public final class AgentService: Sendable {
     /// `seconds` as a JSON number, in milliseconds' precision, rounded down (a lease is never
     /// longer than the pool's).
     static func seconds(_ seconds: Double) -> JSONValue {
-        let millis = Int((max(0, seconds) * 1000).rounded(.down))
-        return .number(millis % 1000 == 0 ? String(millis / 1000) : String(Double(millis) / 1000))
+        .number(formatSeconds((max(0, seconds) * 1000).rounded(.down) / 1000))
     }
 
     private func closeSession(_ params: JSONValue?, _ connection: Connection) async throws(RPCError) -> JSONValue {

@@ -130,6 +130,10 @@ public struct NeonAuthService: Sendable {
         var endpoints: Endpoints
         var apiVersion: String?
         var profile: String?
+        /// The pool's key for it (v1 base URL, credential): what a lease is held under.
+        var poolKey: SessionPool.Key { SessionPool.Key(v1BaseURL: endpoints.v1BaseURL, credential: credential) }
+        /// `org X (profile Y)`, for log lines.
+        var who: String { "org \(credential.orgId)" + (profile.map { " (profile \($0))" } ?? "") }
     }
 
     /// Inline `orgId` + `apiKey`, or `profile`, or neither (profile `default`).
@@ -192,11 +196,10 @@ public struct NeonAuthService: Sendable {
             reply(.failure(error))
             return
         }
-        let key = SessionPool.Key(v1BaseURL: resolved.endpoints.v1BaseURL, credential: resolved.credential)
         if let replace {
             agent.noteForwardedClose(Secret(replace), logout: true)  // reported invalid: never handed out again from a lease
-        } else if !lasting, let id = agent.openLeased(key) {
-            log?.debug("openSession: org \(resolved.credential.orgId)\(resolved.profile.map { " (profile \($0))" } ?? ""): reused pooled session (lease)")
+        } else if !lasting, let id = agent.openLeased(resolved.poolKey) {
+            log?.debug("openSession: \(resolved.who): reused pooled session (lease)")
             reply(.success(["userSessionId": .string(id.exposedValue), "reused": true]))
             return
         }
@@ -206,7 +209,7 @@ public struct NeonAuthService: Sendable {
     /// - Parameter flush: `false` on the reading thread, which flushes the agent's queue once per read.
     private func open(_ resolved: Resolved, replace: String?, params p: Params, attempt: Int, flush: Bool, lasting: Bool = false,
                       reply: @escaping @Sendable (Result<JSONValue, RPCError>) -> Void) {
-        let who = "org \(resolved.credential.orgId)" + (resolved.profile.map { " (profile \($0))" } ?? "")
+        let who = resolved.who
         var request: JSONObject = [
             "v1BaseUrl": .string(resolved.endpoints.v1BaseURL), "orgId": .string(resolved.credential.orgId),
             "apiKey": .string(resolved.credential.apiKey.exposedValue), "environment": .string(resolved.endpoints.environment),
@@ -214,7 +217,7 @@ public struct NeonAuthService: Sendable {
         if let profile = resolved.profile { request["profile"] = .string(profile) }
         if let replace { request["replace"] = .string(replace) }
         if lasting { request["lasting"] = true }
-        let key = SessionPool.Key(v1BaseURL: resolved.endpoints.v1BaseURL, credential: resolved.credential)
+        let key = resolved.poolKey
         let askedAt = bootTimeSeconds()
         agent.start("openSession", .object(request), flush: flush) { [self] result in
             switch result {
